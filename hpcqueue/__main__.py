@@ -1,0 +1,5 @@
+"""`python -m hpcqueue` runs the command line."""
+
+from hpcqueue.cli import main
+
+main()

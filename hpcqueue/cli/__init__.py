@@ -1,0 +1,73 @@
+"""The `hpcqueue` command line.
+
+`main` turns every user mistake into one line on stderr and a non-zero exit
+code; a traceback means a bug of ours.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hpcqueue import __version__
+from hpcqueue.cli.common import server_dir_option
+from hpcqueue.exceptions import HpcqueueError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="hpcqueue")
+@server_dir_option
+def cli():
+    """A task queue for HPC clusters.
+
+    Start a server, start workers (by hand or in batch jobs), submit tasks.
+    `hpcqueue run` does all three in one process, with no cluster.
+    """
+
+
+def _register() -> None:
+    from hpcqueue.cli import jobs, journal, run, server, submit, worker
+
+    cli.add_command(server.server)
+    cli.add_command(worker.worker)
+    cli.add_command(submit.submit)
+    cli.add_command(jobs.job)
+    cli.add_command(jobs.task)
+    cli.add_command(journal.journal)
+    cli.add_command(run.run)
+
+
+_register()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv=None) -> None:
+    try:
+        rv = cli.main(args=argv, prog_name="hpcqueue", standalone_mode=False)
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "hpcqueue"
+        click.echo(f"hpcqueue: error: {_one_line(e.format_message())} "
+                   f"(see `{where} --help`)", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(f"hpcqueue: error: {_one_line(e.format_message())}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("hpcqueue: interrupted", err=True)
+        sys.exit(130)
+    except HpcqueueError as e:
+        click.echo(f"hpcqueue: error: {_one_line(e)}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("hpcqueue: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(141)
+    sys.exit(rv if isinstance(rv, int) else 0)

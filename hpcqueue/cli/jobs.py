@@ -1,0 +1,196 @@
+"""`hpcqueue job ...` and `hpcqueue task ...`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hpcqueue.cli.common import (
+    JobRef, output_option, print_fields, print_json, print_table, request, server_dir_option,
+    when,
+)
+from hpcqueue.model import TaskState, JobState, format_duration
+
+JOB_STATES = [s.value for s in JobState]
+TASK_STATES = [s.value for s in TaskState]
+
+
+@click.group()
+@server_dir_option
+def job():
+    """List, inspect, wait for and cancel jobs."""
+
+
+@job.command("list")
+@server_dir_option
+@click.option("--filter", "filters", multiple=True, type=click.Choice(JOB_STATES),
+              help="Only jobs in this state (repeatable).")
+@output_option
+@click.pass_context
+def job_list(ctx, filters, output):
+    """All jobs, one line each."""
+    rows = request(ctx, "jobs", filter=list(filters))["jobs"]
+    if output == "json":
+        return print_json(rows)
+    print_table(
+        ["ID", "NAME", "STATE", "TASKS", "WAITING", "RUNNING", "FINISHED", "FAILED", "CANCELED"],
+        [[j["id"], j["name"], j["state"], j["tasks"], j["waiting"], j["running"],
+          j["finished"], j["failed"], j["canceled"]] for j in rows],
+    )
+
+
+@job.command("info")
+@server_dir_option
+@click.argument("job_id", type=JobRef())
+@output_option
+@click.pass_context
+def job_info(ctx, job_id, output):
+    """One job in detail."""
+    j = request(ctx, "job_info", job=job_id)
+    j.pop("ok", None)
+    if output == "json":
+        return print_json(j)
+    spec = j["spec"]
+    cmd = " ".join(spec.get("cmd") or []) or "(each line is a shell command)"
+    runtime = (j["ended"] or 0) - j["submitted"] if j["ended"] else None
+    print_fields([
+        ("id", j["id"]), ("name", j["name"]), ("state", j["state"]), ("command", cmd),
+        ("task ids", j["array"]), ("tasks", j["tasks"]),
+        ("waiting", j["waiting"]), ("running", j["running"]), ("finished", j["finished"]),
+        ("failed", j["failed"]), ("canceled", j["canceled"]),
+        ("restarted tasks", j.get("restarted_tasks", 0)),
+        ("cpus per task", spec.get("cpus")), ("priority", j["priority"]),
+        ("submitted", when(j["submitted"])), ("ended", when(j["ended"])),
+        ("makespan", format_duration(runtime) if runtime is not None else None),
+        ("mean task time", format_duration(j["mean_runtime"])
+         if j["mean_runtime"] is not None else None),
+        ("stdout", spec.get("stdout")), ("stderr", spec.get("stderr")),
+        ("submit dir", spec.get("submit_dir")),
+    ])
+
+
+@job.command("wait")
+@server_dir_option
+@click.argument("job_id", type=JobRef(allow_all=True))
+@click.option("--progress", is_flag=True, help="Show a progress bar while waiting.")
+@click.pass_context
+def job_wait(ctx, job_id, progress):
+    """Wait until a job (or all jobs) end; exit code 1 if any task failed."""
+    from hpcqueue.cli import waiting
+
+    return waiting.report(waiting.wait(ctx, job_id, progress))
+
+
+@job.command("progress")
+@server_dir_option
+@click.argument("job_id", type=JobRef(allow_all=True))
+@click.pass_context
+def job_progress(ctx, job_id):
+    """A live progress bar until a job (or all jobs) end."""
+    from hpcqueue.cli import waiting
+
+    return waiting.report(waiting.wait(ctx, job_id, True))
+
+
+@job.command("cancel")
+@server_dir_option
+@click.argument("job_id", type=JobRef(allow_all=True))
+@click.pass_context
+def job_cancel(ctx, job_id):
+    """Cancel a job's waiting and running tasks."""
+    ids = request(ctx, "cancel", jobs=job_id)["canceled"]
+    if ids:
+        click.echo(f"canceled job(s) {' '.join(map(str, ids))}")
+    else:
+        click.echo("nothing to cancel: the job has ended")
+
+
+@job.command("cat")
+@server_dir_option
+@click.argument("job_id", type=JobRef())
+@click.argument("stream", type=click.Choice(["stdout", "stderr"]))
+@click.option("--task", "task_id", type=int, help="Only this task.")
+@click.pass_context
+def job_cat(ctx, job_id, stream, task_id):
+    """Print what the tasks of a job wrote to stdout or stderr."""
+    files = request(ctx, "cat", job=job_id, stream=stream, task=task_id)["files"]
+    out = sys.stdout.buffer
+    missing = 0
+    for _, path in files:
+        try:
+            with open(path, "rb") as f:
+                while True:
+                    chunk = f.read(1 << 16)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+        except OSError:
+            missing += 1
+    out.flush()
+    if missing:
+        click.echo(f"hpcqueue: {missing} task file(s) could not be read", err=True)
+
+
+@job.command("failed")
+@server_dir_option
+@click.argument("job_id", type=JobRef())
+@click.pass_context
+def job_failed(ctx, job_id):
+    """Failed tasks, one a line: the entry (for --each-line jobs) or the task id.
+
+    The output can be fed back: `hpcqueue job failed 3 > again.txt` then
+    `hpcqueue submit --each-line again.txt ...`.
+    """
+    for t in request(ctx, "failed", job=job_id)["failed"]:
+        click.echo(t["entry"] if t["entry"] is not None else t["id"])
+
+
+@click.group()
+@server_dir_option
+def task():
+    """List and inspect the tasks of a job."""
+
+
+def _duration(t) -> str | None:
+    if t["start"] and t["end"]:
+        return format_duration(t["end"] - t["start"])
+    return None
+
+
+@task.command("list")
+@server_dir_option
+@click.argument("job_id", type=JobRef())
+@click.option("--filter", "filters", multiple=True, type=click.Choice(TASK_STATES),
+              help="Only tasks in this state (repeatable).")
+@output_option
+@click.pass_context
+def task_list(ctx, job_id, filters, output):
+    """The tasks of a job."""
+    rows = request(ctx, "tasks", timeout=300, job=job_id, filter=list(filters))["tasks"]
+    if output == "json":
+        return print_json(rows)
+    print_table(["ID", "STATE", "EXIT", "WORKER", "INSTANCE", "TIME"],
+                [[t["id"], t["state"], t["exit_code"], t["worker"], t["instance"], _duration(t)]
+                 for t in rows])
+
+
+@task.command("info")
+@server_dir_option
+@click.argument("job_id", type=JobRef())
+@click.argument("task_id", type=int)
+@output_option
+@click.pass_context
+def task_info(ctx, job_id, task_id, output):
+    """One task: its state, exit code, times, worker and instance."""
+    t = request(ctx, "task_info", job=job_id, task=task_id)["task"]
+    if output == "json":
+        return print_json(t)
+    pairs = [("id", t["id"]), ("state", t["state"]), ("exit code", t["exit_code"]),
+             ("error", t.get("error")), ("worker", t["worker"]), ("instance", t["instance"]),
+             ("started", when(t["start"])), ("ended", when(t["end"])),
+             ("run time", _duration(t)), ("retries", t["retries"]),
+             ("worker losses", t["crashes"])]
+    if "entry" in t:
+        pairs.insert(1, ("entry", t["entry"]))
+    print_fields(pairs)

@@ -1,0 +1,160 @@
+"""From `submit` (and `run`) options to a job spec the server accepts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from hpcqueue.cli.common import DURATION
+from hpcqueue.exceptions import UsageError
+from hpcqueue.model import (
+    MAX_TASKS_PER_JOB,
+    check_placeholders,
+    parse_array,
+    parse_env,
+    parse_resources,
+)
+
+DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
+DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
+
+
+def task_options(fn):
+    """The options that describe tasks, shared by `submit` and `run`."""
+    options = [
+        click.option("--name", help="Job name."),
+        click.option("--array", "array", metavar="SPEC",
+                     help="Task ids, e.g. 1-1000, 0-99:2 or 1,5,10-20 ($HPCQUEUE_TASK_ID)."),
+        click.option("--each-line", "each_line", metavar="FILE",
+                     help="One task per line of FILE ($HPCQUEUE_ENTRY); `-` reads stdin. "
+                          "With no CMD each line is a shell command."),
+        click.option("--from-json", "from_json", metavar="FILE",
+                     help="One task per element of a JSON array ($HPCQUEUE_ENTRY is the "
+                          "element as JSON)."),
+        click.option("--cpus", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="CPUs each task needs."),
+        click.option("--resource", "resources", multiple=True, metavar="NAME=N",
+                     help="Another resource each task needs, e.g. gpus=1 (repeatable)."),
+        click.option("--priority", type=int, default=0, show_default=True,
+                     help="Higher runs first."),
+        click.option("--max-retries", type=click.IntRange(min=0, max=255), default=0,
+                     show_default=True, help="Run a failed task again up to N times."),
+        click.option("--crash-limit", type=click.IntRange(min=1, max=255), default=5,
+                     show_default=True,
+                     help="Fail a task after its worker was lost this many times."),
+        click.option("--time-limit", type=DURATION, help="Kill a task that runs longer."),
+        click.option("--time-request", type=DURATION,
+                     help="Start a task only on a worker with at least this much time left."),
+        click.option("--stdout", metavar="PATH",
+                     help=f"Where each task's stdout goes (default {DEFAULT_STDOUT}; "
+                          "`none` discards it)."),
+        click.option("--stderr", metavar="PATH", help="Where each task's stderr goes."),
+        click.option("--cwd", metavar="DIR", help="Working directory of each task."),
+        click.option("--env", "env", multiple=True, metavar="K=V",
+                     help="Set an environment variable for each task (repeatable)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                text = f.read()
+    except FileNotFoundError:
+        raise UsageError(f"--each-line: no such file {path!r}") from None
+    except IsADirectoryError:
+        raise UsageError(f"--each-line: {path!r} is a directory, not a file") from None
+    except OSError as e:
+        raise UsageError(f"--each-line: cannot read {path!r}: {e.strerror}") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _read_json(path: str) -> list[str]:
+    try:
+        with (sys.stdin if path == "-" else open(path, encoding="utf-8")) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"--from-json: no such file {path!r}") from None
+    except ValueError as e:
+        raise UsageError(f"--from-json: {path!r} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise UsageError(f"--from-json: cannot read {path!r}: {e.strerror}") from None
+    if not isinstance(data, list):
+        raise UsageError(f"--from-json: {path!r} must hold a JSON array, one element per task")
+    return [json.dumps(x) for x in data]
+
+
+def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None = None) -> dict:
+    """A job spec from the parsed options; raises UsageError for bad combinations."""
+    sources = [k for k in ("array", "each_line", "from_json") if opts.get(k)]
+    if len(sources) > 1:
+        names = " and ".join("--" + s.replace("_", "-") for s in sources)
+        raise UsageError(f"{names} cannot be combined: give one source of tasks")
+    cmd = list(command)
+    entries = None
+    shell = False
+    if opts.get("array"):
+        ids = parse_array(opts["array"])
+        ranges = [list(r) for r in ids.ranges]
+        kind = "array"
+    elif opts.get("each_line") or opts.get("from_json"):
+        if opts.get("each_line"):
+            entries = _read_lines(opts["each_line"])
+            kind = "lines"
+            shell = not cmd
+            if shell:
+                entries = [e for e in entries if not e.lstrip().startswith("#")]
+        else:
+            entries = _read_json(opts["from_json"])
+            kind = "json"
+        if not entries:
+            src = opts.get("each_line") or opts.get("from_json")
+            raise UsageError(f"{src!r} holds no tasks: it is empty")
+        if len(entries) > MAX_TASKS_PER_JOB:
+            raise UsageError(f"too many tasks ({len(entries):,}); split the file")
+        ranges = [[0, len(entries) - 1, 1]]
+        kind = kind
+    else:
+        ranges = [[0, 0, 1]]
+        kind = "single"
+    if not cmd and not shell:
+        raise UsageError("no command: give it after `--`, e.g. `hpcqueue submit -- ./sim.sh`")
+    submit_dir = os.getcwd()
+    stdout = opts.get("stdout") or default_output or DEFAULT_STDOUT
+    stderr = opts.get("stderr") or default_output or DEFAULT_STDERR
+    cwd = opts.get("cwd")
+    for what, value in (("--stdout", stdout), ("--stderr", stderr), ("--cwd", cwd)):
+        check_placeholders(value, what)
+    if cwd and "%{CWD}" in cwd:
+        raise UsageError("--cwd cannot use %{CWD}: it defines it")
+    if cwd and not os.path.isabs(cwd) and not cwd.startswith("%{"):
+        cwd = os.path.join(submit_dir, cwd)
+    spec = {
+        "name": opts.get("name") or (os.path.basename(cmd[0]) if cmd else "each-line"),
+        "kind": kind,
+        "cmd": cmd or None,
+        "shell": shell,
+        "ids": ranges,
+        "entries": entries,
+        "cpus": opts.get("cpus") or 1,
+        "res": parse_resources(opts.get("resources") or ()),
+        "priority": opts.get("priority") or 0,
+        "max_retries": opts.get("max_retries") or 0,
+        "crash_limit": opts.get("crash_limit") or 5,
+        "time_limit": opts.get("time_limit"),
+        "time_request": opts.get("time_request"),
+        "stdout": stdout,
+        "stderr": stderr,
+        "cwd": cwd,
+        "env": parse_env(opts.get("env") or ()),
+        "submit_dir": submit_dir,
+    }
+    return spec

@@ -1,0 +1,127 @@
+"""`hpcqueue worker start|list|info|stop`."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from hpcqueue.cli.common import (
+    DURATION, get_server_dir, output_option, print_fields, print_json, print_table, request,
+    server_dir_option, when,
+)
+from hpcqueue.model import format_duration
+
+
+@click.group()
+@server_dir_option
+def worker():
+    """Start, list and stop workers."""
+
+
+def default_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@worker.command()
+@server_dir_option
+@click.option("--cpus", type=click.IntRange(min=1),
+              help="CPUs this worker offers (default: the CPUs this process may use).")
+@click.option("--resource", "resources", multiple=True, metavar="NAME=N",
+              help="Another resource this worker offers, e.g. gpus=2 (repeatable).")
+@click.option("--idle-timeout", type=DURATION, help="Stop after being idle this long.")
+@click.option("--time-limit", type=DURATION, help="Stop after running this long.")
+@click.option("--on-server-lost", type=click.Choice(["stop", "reconnect"]), default="stop",
+              show_default=True, help="What to do when the server goes away.")
+@click.option("--manager", type=click.Choice(["auto", "none"]), default="auto",
+              show_default=True,
+              help="Read the Slurm/PBS job id and end time from the environment.")
+@click.option("--executor", type=click.Choice(["process", "noop"]), default="process",
+              hidden=True, help="noop: finish tasks without running them (benchmarks).")
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.pass_context
+def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manager,
+          executor, verbose):
+    """Run a worker in the foreground: by hand, or inside any batch job."""
+    import asyncio
+
+    from hpcqueue.cli import logs
+    from hpcqueue.model import parse_resources
+    from hpcqueue.worker.agent import Worker, WorkerConfig
+
+    logs.setup(verbose)
+    cfg = WorkerConfig(
+        server_dir=get_server_dir(ctx), cpus=cpus or default_cpus(),
+        res=parse_resources(resources), idle_timeout=idle_timeout, time_limit=time_limit,
+        on_server_lost=on_server_lost, executor=executor,
+    )
+    if manager == "auto":
+        from hpcqueue.worker import batch
+
+        kind, job_id = batch.batch_job()
+        if job_id:
+            cfg.batch_job = f"{kind}:{job_id}"
+            cfg.end_time = batch.end_time()
+    return asyncio.run(Worker(cfg).run())
+
+
+@worker.command("list")
+@server_dir_option
+@click.option("--all", "show_all", is_flag=True, help="Include stopped and lost workers.")
+@output_option
+@click.pass_context
+def list_(ctx, show_all, output):
+    """Connected workers (and, with --all, those that left)."""
+    rows = request(ctx, "workers", all=show_all)["workers"]
+    if output == "json":
+        return print_json(rows)
+    print_table(
+        ["ID", "STATE", "HOST", "CPUS", "RUNNING", "FINISHED", "BATCH JOB", "CONNECTED"],
+        [[w["id"], w["state"], w["hostname"], w["cpus"], w["running"], w["finished"],
+          w["batch_job"], when(w["connected"])] for w in rows],
+    )
+
+
+@worker.command()
+@server_dir_option
+@click.argument("worker_id", type=int)
+@output_option
+@click.pass_context
+def info(ctx, worker_id, output):
+    """One worker in detail."""
+    import time
+
+    w = request(ctx, "worker_info", worker=worker_id)
+    w.pop("ok", None)
+    if output == "json":
+        return print_json(w)
+    left = w["deadline"] - time.time() if w.get("deadline") else None
+    print_fields([
+        ("id", w["id"]), ("state", w["state"]), ("host", w["hostname"]), ("pid", w["pid"]),
+        ("cpus", w["cpus"]),
+        ("resources", ", ".join(f"{k}={v}" for k, v in w["resources"].items()) or None),
+        ("batch job", w["batch_job"]), ("connected", when(w["connected"])),
+        ("ended", when(w["ended"])), ("reason", w["reason"]),
+        ("time left", format_duration(left) if left is not None else None),
+        ("running tasks", w["running"]), ("finished tasks", w["finished"]),
+    ])
+
+
+@worker.command()
+@server_dir_option
+@click.argument("workers", nargs=-1, required=True)
+@click.pass_context
+def stop(ctx, workers):
+    """Stop workers: IDs or `all`. Their running tasks go back to waiting."""
+    if "all" in workers:
+        ref = "all"
+    else:
+        try:
+            ref = [int(w) for w in workers]
+        except ValueError:
+            raise click.BadParameter("give worker ids or `all`", param_hint="WORKERS") from None
+    ids = request(ctx, "worker_stop", workers=ref)["stopping"]
+    click.echo(f"stopping {len(ids)} worker(s): {' '.join(map(str, ids)) or '-'}")

@@ -1,0 +1,52 @@
+"""Typed errors.
+
+Everything a user can get wrong raises a subclass of :class:`HpcqueueError`.
+The command line prints its message as one line and exits non-zero; a
+traceback is reserved for our own bugs.
+"""
+
+from __future__ import annotations
+
+
+class HpcqueueError(Exception):
+    """A user-facing error: the message says what went wrong and what to do."""
+
+    exit_code = 1
+
+
+class UsageError(HpcqueueError):
+    """Bad command-line arguments or values (an array spec, a duration, ...)."""
+
+    exit_code = 2
+
+
+class NoServerError(HpcqueueError):
+    """There is no server, or only a stale access record, in the server dir."""
+
+
+class ServerAlreadyRunning(HpcqueueError):
+    """`server start` found a live server in the same server dir."""
+
+
+class AuthenticationError(HpcqueueError):
+    """A peer did not prove that it knows the server's key."""
+
+
+class ProtocolError(HpcqueueError):
+    """A malformed or unexpected network frame."""
+
+
+class ConnectionLost(ProtocolError):
+    """The peer closed the connection."""
+
+
+class RequestError(HpcqueueError):
+    """The server refused a request; the message is the server's reason."""
+
+
+class JournalError(HpcqueueError):
+    """A journal file that is not ours, of an unknown version, or damaged."""
+
+
+class NotFound(RequestError):
+    """A job, task or worker id that the server does not know."""

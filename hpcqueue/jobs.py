@@ -1,0 +1,258 @@
+"""A job and its tasks, stored compactly.
+
+A job's tasks live in columns (one byte of state, one start counter, ... per
+task), allocated the first time one of its tasks starts.  Until then a job of a
+million tasks is its id ranges and a cursor: "waiting" is every index at or
+past the cursor, plus the few indexes sent back to the queue (retries, tasks of
+lost workers).  Every operation here is O(1) per task it touches.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+
+from hpcqueue.model import (
+    CANCELED,
+    FAILED,
+    FINISHED,
+    RUNNING,
+    STATE_CODES,
+    WAITING,
+    IdRanges,
+    JobState,
+)
+
+
+class Job:
+    __slots__ = (
+        "id", "spec", "ids", "entries", "n", "cursor", "requeued", "counts",
+        "state", "starts", "crashes", "retries", "exit", "worker", "t0", "t1",
+        "errors", "canceled", "submitted", "ended", "cpus", "res", "priority",
+        "time_request", "mean_runtime", "crash_limit", "max_retries",
+    )
+
+    def __init__(self, job_id: int, spec: dict, submitted: float):
+        self.id = job_id
+        self.spec = spec
+        self.ids = IdRanges(spec["ids"])
+        self.entries = spec.get("entries")
+        self.n = len(self.ids)
+        self.cursor = 0
+        self.requeued: deque[int] = deque()
+        # waiting, running, finished, failed, canceled
+        self.counts = [self.n, 0, 0, 0, 0]
+        self.state: bytearray | None = None
+        self.errors: dict[int, str] = {}
+        self.canceled = False
+        self.submitted = submitted
+        self.ended: float | None = None if self.n else submitted
+        self.cpus = int(spec.get("cpus", 1))
+        self.res: dict[str, int] = dict(spec.get("res") or {})
+        self.priority = int(spec.get("priority", 0))
+        self.time_request = float(spec.get("time_request") or 0)
+        self.crash_limit = int(spec.get("crash_limit", 5))
+        self.max_retries = int(spec.get("max_retries", 0))
+        self.mean_runtime: float | None = None
+
+    # ------------------------------------------------------------- columns
+
+    def _columns(self) -> None:
+        n = self.n
+        self.state = bytearray(n)
+        self.starts = array("H", bytes(2 * n))
+        self.crashes = bytearray(n)
+        self.retries = bytearray(n)
+        self.exit = array("i", bytes(4 * n))
+        self.worker = array("I", bytes(4 * n))
+        self.t0 = array("d", bytes(8 * n))
+        self.t1 = array("d", bytes(8 * n))
+
+    # ------------------------------------------------------------- queries
+
+    @property
+    def waiting(self) -> int:
+        return self.counts[WAITING]
+
+    @property
+    def running(self) -> int:
+        return self.counts[RUNNING]
+
+    @property
+    def done(self) -> bool:
+        return self.counts[WAITING] == 0 and self.counts[RUNNING] == 0
+
+    def job_state(self) -> JobState:
+        c = self.counts
+        if c[WAITING] == 0 and c[RUNNING] == 0:
+            if c[FAILED]:
+                return JobState.FAILED
+            if c[CANCELED]:
+                return JobState.CANCELED
+            return JobState.FINISHED
+        if c[RUNNING] or c[FINISHED] or c[FAILED]:
+            return JobState.RUNNING
+        return JobState.WAITING
+
+    def task_state(self, index: int) -> int:
+        code = self.state[index] if self.state is not None else WAITING
+        if code == WAITING and self.canceled:
+            return CANCELED
+        return code
+
+    def task_row(self, index: int) -> dict:
+        """One task as plain values, for listings and `task info`."""
+        code = self.task_state(index)
+        row = {
+            "id": self.ids.id_at(index),
+            "state": STATE_CODES[code].value,
+            "instance": None,
+            "exit_code": None,
+            "worker": None,
+            "start": None,
+            "end": None,
+            "crashes": 0,
+            "retries": 0,
+        }
+        if self.state is not None and self.starts[index]:
+            row["instance"] = self.starts[index] - 1
+            row["worker"] = self.worker[index] or None
+            row["start"] = self.t0[index] or None
+            row["crashes"] = self.crashes[index]
+            row["retries"] = self.retries[index]
+            if code in (FINISHED, FAILED):
+                row["end"] = self.t1[index] or None
+                row["exit_code"] = self.exit[index]
+        if self.entries is not None:
+            row["entry"] = self.entries[index]
+        if index in self.errors:
+            row["error"] = self.errors[index]
+        return row
+
+    def indexes_in(self, code: int):
+        """Indexes of tasks in state `code`, in order."""
+        if self.state is None:
+            if code == (CANCELED if self.canceled else WAITING):
+                yield from range(self.n)
+            return
+        for i in range(self.n):
+            if self.task_state(i) == code:
+                yield i
+
+    # ------------------------------------------------------------- transitions
+
+    def take(self, k: int) -> list[int]:
+        """Up to `k` waiting indexes, retried ones first (does not mark them)."""
+        out: list[int] = []
+        requeued = self.requeued
+        if requeued:
+            seen = set()
+            while requeued and len(out) < k:
+                i = requeued.popleft()
+                # replay can leave an index queued twice: hand it out once
+                if self.state[i] == WAITING and i not in seen:
+                    seen.add(i)
+                    out.append(i)
+        if len(out) < k and self.cursor < self.n:
+            stop = min(self.n, self.cursor + (k - len(out)))
+            out.extend(range(self.cursor, stop))
+            self.cursor = stop
+        return out
+
+    def start(self, i: int, worker_id: int, t: float) -> None:
+        if self.state is None:
+            self._columns()
+        self.state[i] = RUNNING
+        if i >= self.cursor:  # replay: the journal holds starts, not takes
+            self.cursor = i + 1
+        self.starts[i] += 1
+        self.worker[i] = worker_id
+        self.t0[i] = t
+        self.counts[WAITING] -= 1
+        self.counts[RUNNING] += 1
+
+    def instance(self, i: int) -> int:
+        return self.starts[i] - 1 if self.state is not None else 0
+
+    def finish(self, i: int, code: int, t0: float, t1: float, msg: str | None) -> bool:
+        """Record a result; returns True if the task went back to waiting (a retry)."""
+        self.counts[RUNNING] -= 1
+        self.t0[i] = t0 or self.t0[i]
+        self.t1[i] = t1
+        self.exit[i] = code
+        run = max(0.0, t1 - (t0 or t1))
+        m = self.mean_runtime
+        self.mean_runtime = run if m is None else 0.9 * m + 0.1 * run
+        if code == 0:
+            self.state[i] = FINISHED
+            self.counts[FINISHED] += 1
+            self.errors.pop(i, None)
+            return False
+        if self.retries[i] < self.max_retries and not self.canceled:
+            self.retries[i] += 1
+            self._requeue(i)
+            return True
+        self.state[i] = FAILED
+        self.counts[FAILED] += 1
+        if msg:
+            self.errors[i] = msg
+        return False
+
+    def put_back(self, i: int, crashed: bool) -> bool:
+        """A running task whose worker went away; returns True if it failed for good."""
+        self.counts[RUNNING] -= 1
+        if self.canceled:
+            self.state[i] = CANCELED
+            self.counts[CANCELED] += 1
+            return False
+        if crashed:
+            self.crashes[i] += 1 if self.crashes[i] < 255 else 0
+            if self.crashes[i] >= self.crash_limit:
+                self.state[i] = FAILED
+                self.exit[i] = -1
+                self.counts[FAILED] += 1
+                self.errors[i] = f"its worker was lost {self.crashes[i]} times (crash limit)"
+                return True
+        self._requeue(i)
+        return False
+
+    def _requeue(self, i: int) -> None:
+        self.state[i] = WAITING
+        self.counts[WAITING] += 1
+        self.requeued.append(i)
+
+    def cancel(self) -> list[int]:
+        """Cancel waiting and running tasks; returns the indexes that were running."""
+        self.canceled = True
+        c = self.counts
+        c[CANCELED] += c[WAITING]
+        c[WAITING] = 0
+        self.requeued.clear()
+        self.cursor = self.n
+        running: list[int] = []
+        if self.state is not None and c[RUNNING]:
+            state = self.state
+            for i in range(self.n):
+                if state[i] == RUNNING:
+                    state[i] = CANCELED
+                    running.append(i)
+            c[CANCELED] += len(running)
+            c[RUNNING] = 0
+        return running
+
+    def summary(self) -> dict:
+        c = self.counts
+        return {
+            "id": self.id,
+            "name": self.spec.get("name") or "",
+            "state": self.job_state().value,
+            "tasks": self.n,
+            "waiting": c[WAITING],
+            "running": c[RUNNING],
+            "finished": c[FINISHED],
+            "failed": c[FAILED],
+            "canceled": c[CANCELED],
+            "submitted": self.submitted,
+            "ended": self.ended,
+            "priority": self.priority,
+        }

@@ -1,0 +1,254 @@
+"""Records and value types: task and job states, array ranges, durations.
+
+Vocabulary:
+- a *job* is one `submit`: a command and the set of task ids it runs for;
+- a *task* is one run of that command for one id (an array index or a line);
+- an *instance* counts how often a task was started: a restart gets a new one;
+- a *worker* is a process that runs tasks on one machine.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from enum import Enum
+from typing import Iterator, Sequence
+
+from hpcqueue.exceptions import UsageError
+
+
+class TaskState(str, Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+#: Task states as stored in a job's compact state column (one byte per task).
+STATE_CODES = (
+    TaskState.WAITING,
+    TaskState.RUNNING,
+    TaskState.FINISHED,
+    TaskState.FAILED,
+    TaskState.CANCELED,
+)
+WAITING, RUNNING, FINISHED, FAILED, CANCELED = range(5)
+
+
+class JobState(str, Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class WorkerState(str, Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    LOST = "lost"
+
+
+# --------------------------------------------------------------------- durations
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """Seconds in `text`: `90` (seconds), `90s`, `10m`, `1h30m`, `2d`, or a Slurm
+    time with colons (`01:30:00`, `30:00` = 30 minutes, `1-02:00:00`)."""
+    raw = str(text).strip()
+    if not raw:
+        raise UsageError(f"empty {what}: use e.g. 90s, 10m, 1h30m or 01:30:00")
+    if re.fullmatch(r"\d+(\.\d+)?", raw):
+        return float(raw)
+    if re.fullmatch(r"(?:\d+-)?\d+(?::\d{1,2}){0,2}", raw):
+        return float(slurm_time(raw))
+    pos, total = 0, 0.0
+    for part in _DURATION_PART.finditer(raw):
+        if raw[pos:part.start()].strip():
+            break
+        total += float(part.group(1)) * _UNIT_SECONDS[part.group(2).lower()]
+        pos = part.end()
+    if pos == 0 or raw[pos:].strip():
+        raise UsageError(
+            f"invalid {what} {text!r}: use e.g. 90s, 10m, 1h30m, 2d or 01:30:00"
+        )
+    return total
+
+
+def slurm_time(text: str) -> int:
+    """Seconds in a Slurm time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    days, _, rest = text.rpartition("-") if "-" in text else ("", "", text)
+    parts = [int(p) for p in rest.split(":")]
+    if days:
+        h, mi, s = (parts + [0, 0])[:3]
+        return int(days) * 86400 + h * 3600 + mi * 60 + s
+    if len(parts) == 1:
+        return parts[0] * 60
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.0f}s"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    if h:
+        return f"{h}h{m:02d}m{s:02d}s"
+    return f"{m}m{s:02d}s"
+
+
+# --------------------------------------------------------------------- resources
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def parse_resources(items: Sequence[str]) -> dict[str, int]:
+    """`gpus=2` pairs into a dict; the name `cpus` is reserved for `--cpus`."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not _NAME.fullmatch(name):
+            raise UsageError(f"invalid resource {item!r}: use NAME=COUNT, e.g. gpus=2")
+        if name == "cpus":
+            raise UsageError("give cpus with --cpus, not --resource cpus=N")
+        try:
+            count = int(value)
+        except ValueError:
+            raise UsageError(
+                f"invalid resource {item!r}: the count must be a whole number"
+            ) from None
+        if count < 0:
+            raise UsageError(f"invalid resource {item!r}: the count must not be negative")
+        out[name] = count
+    return out
+
+
+def parse_env(items: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise UsageError(f"invalid --env {item!r}: use KEY=VALUE")
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------- task ids
+
+
+class IdRanges:
+    """A sorted set of task ids kept as inclusive ranges with a step.
+
+    A million-task array is one range: index -> id and id -> index are O(log r)
+    in the number of ranges, and nothing is stored per task.
+    """
+
+    __slots__ = ("ranges", "_starts", "_count")
+
+    def __init__(self, ranges: Sequence[Sequence[int]]):
+        self.ranges = [tuple(int(x) for x in r) for r in ranges]
+        starts, count = [], 0
+        for start, stop, step in self.ranges:
+            starts.append(count)
+            count += (stop - start) // step + 1
+        self._starts = starts
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def id_at(self, index: int) -> int:
+        if len(self.ranges) == 1:
+            start, _, step = self.ranges[0]
+            return start + index * step
+        k = bisect_right(self._starts, index) - 1
+        start, _, step = self.ranges[k]
+        return start + (index - self._starts[k]) * step
+
+    def index_of(self, task_id: int) -> int | None:
+        for k, (start, stop, step) in enumerate(self.ranges):
+            if start <= task_id <= stop and (task_id - start) % step == 0:
+                return self._starts[k] + (task_id - start) // step
+        return None
+
+    def __iter__(self) -> Iterator[int]:
+        for start, stop, step in self.ranges:
+            yield from range(start, stop + 1, step)
+
+    def spec(self) -> str:
+        parts = []
+        for start, stop, step in self.ranges:
+            if start == stop:
+                parts.append(str(start))
+            else:
+                parts.append(f"{start}-{stop}" + (f":{step}" if step != 1 else ""))
+        return ",".join(parts)
+
+
+_RANGE = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
+MAX_TASKS_PER_JOB = 100_000_000
+
+
+def parse_array(spec: str) -> IdRanges:
+    """Parse `1-1000`, `0-99:2` or `1,5,10-20` into :class:`IdRanges`."""
+    hint = "use e.g. 1-1000, 0-99:2 or 1,5,10-20"
+    ranges: list[tuple[int, int, int]] = []
+    for part in str(spec).split(","):
+        part = part.strip()
+        m = _RANGE.fullmatch(part)
+        if not m:
+            raise UsageError(f"invalid --array {spec!r}: {part!r} is not a range; {hint}")
+        start = int(m.group(1))
+        stop = int(m.group(2)) if m.group(2) is not None else start
+        step = int(m.group(3)) if m.group(3) is not None else 1
+        if stop < start:
+            raise UsageError(
+                f"invalid --array {spec!r}: range {part!r} ends before it starts; "
+                f"write it low to high, e.g. {stop}-{start}"
+            )
+        if step < 1:
+            raise UsageError(f"invalid --array {spec!r}: the step in {part!r} must be 1 or more")
+        stop = start + (stop - start) // step * step
+        ranges.append((start, stop, step))
+    ranges.sort()
+    for (a0, a1, _), (b0, _, _) in zip(ranges, ranges[1:]):
+        if b0 <= a1:
+            raise UsageError(f"invalid --array {spec!r}: ranges overlap near {b0}; {hint}")
+    ids = IdRanges(ranges)
+    if len(ids) > MAX_TASKS_PER_JOB:
+        raise UsageError(
+            f"--array {spec!r} has {len(ids):,} tasks; one job holds at most "
+            f"{MAX_TASKS_PER_JOB:,}: split it into several submits"
+        )
+    return ids
+
+
+# --------------------------------------------------------------------- placeholders
+
+PLACEHOLDERS = ("JOB_ID", "TASK_ID", "INSTANCE_ID", "CWD", "SUBMIT_DIR")
+_PLACEHOLDER = re.compile(r"%\{([A-Z_]+)\}")
+
+
+def check_placeholders(text: str | None, what: str) -> None:
+    if not text:
+        return
+    for name in _PLACEHOLDER.findall(text):
+        if name not in PLACEHOLDERS:
+            known = " ".join("%{" + p + "}" for p in PLACEHOLDERS)
+            raise UsageError(f"unknown placeholder %{{{name}}} in {what}: use one of {known}")
+
+
+def fill_placeholders(text: str, values: dict) -> str:
+    if "%{" not in text:
+        return text
+    return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), text)

@@ -1,0 +1,1 @@
+"""The server: lifecycle, connections, request handlers and task dispatch."""

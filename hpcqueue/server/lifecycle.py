@@ -1,0 +1,274 @@
+"""The server's life, top to bottom: serve -> startup -> main loop -> shutdown.
+
+Startup restores the journal (if any), binds the port and writes the access
+record.  The main loop syncs the journal and watches heartbeats until a
+signal or `server stop` ends it.  Shutdown tells workers to stop, closes the
+journal and removes the access record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+
+from hpcqueue import __version__
+from hpcqueue.access import AccessRecord, connect, read_access, remove_access, write_access
+from hpcqueue.exceptions import (
+    AuthenticationError,
+    HpcqueueError,
+    NoServerError,
+    ProtocolError,
+    RequestError,
+    ServerAlreadyRunning,
+)
+from hpcqueue.protocol import new_key, read_message, server_handshake
+from hpcqueue.server.config import ServerConfig
+from hpcqueue.server.core import Core, Peer
+from hpcqueue.server.handlers import HANDLERS, _job_ids
+from hpcqueue.server.workers import worker_session
+from hpcqueue.state import ServerState
+
+log = logging.getLogger("hpcqueue.server")
+
+
+def check_no_live_server(config: ServerConfig) -> None:
+    try:
+        record = read_access(config.server_dir)
+    except NoServerError:
+        return
+    try:
+        conn = connect(config.server_dir, timeout=5)
+    except (NoServerError, HpcqueueError):
+        log.info("replacing a stale access record (%s)", record.describe())
+        return
+    conn.close()
+    raise ServerAlreadyRunning(
+        f"a server is already running in {config.server_dir} ({record.describe()}, "
+        f"port {record.port}): stop it with `hpcqueue server stop`, or give another "
+        "--server-dir to run a second one"
+    )
+
+
+class Server:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.key = new_key()
+        self.server_id = secrets.token_hex(6)
+        self.core: Core | None = None
+        self.listener: asyncio.AbstractServer | None = None
+        self.stopping = asyncio.Event()
+        self.port = 0
+        self.restored_events = 0
+        self._conn_tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def serve(self) -> None:
+        await self.startup()
+        try:
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        cfg = self.config
+        if cfg.write_access:
+            check_no_live_server(cfg)
+        state, journal = ServerState(), None
+        if cfg.journal is not None:
+            from hpcqueue.journal import JournalWriter, restore_file
+
+            journal = JournalWriter(cfg.journal, cfg.fsync_interval)  # locks it first
+            good_end = None
+            if os.path.getsize(cfg.journal) > 0:
+                t0 = time.monotonic()
+                state, reader = restore_file(cfg.journal)
+                good_end = reader.good_end
+                self.restored_events = reader.count
+                log.info("restored %d events from %s in %.2fs%s", reader.count, cfg.journal,
+                         time.monotonic() - t0,
+                         " (dropped a torn last record)" if reader.torn else "")
+            journal.prepare(good_end)
+        self.core = core = Core(state, journal)
+        core.record({"e": "server", "t": time.time(), "v": __version__})
+        try:
+            self.listener = await asyncio.start_server(
+                self._on_connect, cfg.host, cfg.port, limit=1 << 20, reuse_address=True
+            )
+        except OSError as e:
+            if journal is not None:
+                journal.close()
+            raise HpcqueueError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
+        self.port = self.listener.sockets[0].getsockname()[1]
+        host = cfg.host if cfg.host not in ("0.0.0.0", "::", "") else socket.gethostname()
+        core.info = {
+            "server_id": self.server_id, "host": host, "port": self.port, "pid": os.getpid(),
+            "started": time.time(), "version": __version__,
+            "server_dir": str(cfg.server_dir), "restored_events": self.restored_events,
+        }
+        if cfg.write_access:
+            write_access(cfg.server_dir, AccessRecord(
+                host=host, port=self.port, server_id=self.server_id, key=self.key.hex(),
+                pid=os.getpid(), hostname=socket.gethostname(), started=time.time(),
+                journal=str(cfg.journal) if cfg.journal else None,
+            ))
+        log.info("server %s listening on %s:%d (server dir %s)", self.server_id, host,
+                 self.port, cfg.server_dir)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+
+    def _on_signal(self, sig) -> None:
+        log.info("got %s: shutting down", signal.Signals(sig).name)
+        self.stopping.set()
+
+    async def main_loop(self) -> None:
+        core, cfg = self.core, self.config
+        limit = cfg.heartbeat * cfg.heartbeat_misses + 2
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+            if core.journal is not None:
+                core.journal.maybe_sync()
+            now = time.monotonic()
+            for wid, peer in list(core.live.items()):
+                if now - peer.last_seen > limit:
+                    core.worker_gone(wid, f"no heartbeat for {limit:.0f}s", crash=True)
+                    peer.writer.close()
+
+    async def shutdown(self) -> None:
+        core = self.core
+        if self.listener is not None:
+            self.listener.close()
+        for wid, peer in list(core.live.items()):
+            try:
+                core.send(peer, {"op": "stop", "reason": "the server stopped"})
+            except (OSError, RuntimeError):
+                pass
+        await asyncio.sleep(0.05)
+        for task in list(self._conn_tasks):
+            task.cancel()
+        if core.journal is not None:
+            core.journal.close()
+        if self.config.write_access:
+            remove_access(self.config.server_dir, self.server_id)
+        log.info("server %s stopped", self.server_id)
+
+    # ------------------------------------------------------------- connections
+
+    async def _on_connect(self, reader, writer) -> None:
+        task = asyncio.current_task()
+        self._conn_tasks.add(task)
+        addr = writer.get_extra_info("peername")
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            session = await asyncio.wait_for(
+                server_handshake(reader, writer, self.key), self.config.handshake_timeout
+            )
+        except (ProtocolError, AuthenticationError) as e:
+            log.warning("dropped a connection from %s: %s", addr, e)
+            await _close(writer)
+            self._conn_tasks.discard(task)
+            return
+        except (asyncio.TimeoutError, OSError):
+            log.warning("dropped a connection from %s: no handshake", addr)
+            await _close(writer)
+            self._conn_tasks.discard(task)
+            return
+        peer = Peer(reader, writer, session, addr)
+        try:
+            first = await read_message(reader, session)
+            if isinstance(first, dict) and first.get("op") == "worker_hello":
+                await worker_session(self.core, peer, first, self.config.heartbeat)
+            else:
+                await self._client_session(peer, first)
+        except ProtocolError as e:
+            if peer.worker_id is not None:
+                self.core.worker_gone(peer.worker_id, str(e), crash=True)
+            elif "closed" not in str(e):
+                log.warning("dropped client %s: %s", addr, e)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._conn_tasks.discard(task)
+            await _close(writer)
+
+    async def _client_session(self, peer: Peer, msg) -> None:
+        core = self.core
+        while True:
+            if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
+                core.send(peer, {"ok": False, "error": "a request is a map with an 'op'"})
+            else:
+                op = msg["op"]
+                try:
+                    if op == "wait":
+                        await self._wait(peer, msg)
+                    elif op == "server_stop":
+                        core.send(peer, {"ok": True})
+                        self.stopping.set()
+                    elif op in HANDLERS:
+                        reply = HANDLERS[op](core, msg)
+                        core.send(peer, {"ok": True, **reply})
+                    else:
+                        raise RequestError(f"unknown request {op!r}: is the client newer "
+                                           "than the server?")
+                except RequestError as e:
+                    core.send(peer, {"ok": False, "error": str(e), "kind": type(e).__name__})
+            await peer.writer.drain()
+            msg = await read_message(peer.reader, peer.session)
+
+    async def _wait(self, peer: Peer, msg: dict) -> None:
+        core = self.core
+        ids = _job_ids(core, msg.get("jobs", "all"))
+        waiter = core.add_waiter(set(ids))
+        eof = asyncio.ensure_future(peer.reader.read(1))
+        period = float(msg.get("interval") or 0.25) if msg.get("progress") else None
+        try:
+            while not waiter.event.is_set():
+                ev = asyncio.ensure_future(waiter.event.wait())
+                done, _ = await asyncio.wait({ev, eof}, timeout=period,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                ev.cancel()
+                if eof in done:
+                    return  # the client went away
+                if period is not None and not waiter.event.is_set():
+                    core.send(peer, {"progress": [core.state.jobs[j].summary() for j in ids]})
+        finally:
+            core.remove_waiter(waiter)
+            eof.cancel()
+        core.send(peer, {"ok": True, "jobs": [core.state.jobs[j].summary() for j in ids]})
+
+
+async def _close(writer) -> None:
+    try:
+        writer.close()
+        await writer.wait_closed()
+    except (OSError, RuntimeError):
+        pass
+    except asyncio.CancelledError:
+        pass
+
+
+def run_server(config: ServerConfig) -> None:
+    """Run a server in the foreground until a signal or `server stop`."""
+
+    async def main():
+        server = Server(config)
+        server.install_signal_handlers()
+        await server.serve()
+
+    asyncio.run(main())

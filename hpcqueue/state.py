@@ -1,0 +1,239 @@
+"""Server state and the one function that changes it: ``apply(event)``.
+
+Every change to jobs, tasks and workers is an event (a plain dict that msgpack
+can carry).  The live server builds an event, appends it to the journal and
+applies it; a restart applies the journal's events in order and arrives at the
+same state.  ``apply`` reads no clock and does no I/O, so replay is exact.
+
+Events (``e`` is the kind, ``t`` the server's clock when it happened):
+
+- ``server``: a server (re)started; tasks of the previous run go back to waiting
+- ``ids``: the next job and worker ids (written by ``journal prune``)
+- ``job``: a job was submitted (``id``, ``spec``)
+- ``worker``: a worker connected (``id``, ``info``)
+- ``wgone``: a worker went away (``id``, ``reason``, ``crash``)
+- ``start``: tasks were handed to a worker (``w``, ``tasks`` = [job, [index...], ...])
+- ``done``: results (``w``, ``r`` = [[job, index, instance, exit, t0, t1, msg], ...])
+- ``back``: a worker handed tasks back unstarted (``w``, ``tasks`` as in ``start``)
+- ``cancel``: jobs were canceled (``ids``)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hpcqueue.jobs import Job
+from hpcqueue.model import RUNNING, WorkerState
+
+
+@dataclass
+class WorkerRecord:
+    id: int
+    info: dict
+    connected: float
+    state: WorkerState = WorkerState.RUNNING
+    ended: float | None = None
+    reason: str | None = None
+    cpus: int = 1
+    res: dict = field(default_factory=dict)
+    used_cpus: int = 0
+    used_res: dict = field(default_factory=dict)
+    #: (job id, index) of every task handed to this worker and not yet back
+    tasks: set = field(default_factory=set)
+    deadline: float | None = None  # server clock when the worker must be gone
+    finished: int = 0
+
+    def summary(self) -> dict:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "hostname": self.info.get("hostname"),
+            "cpus": self.cpus,
+            "resources": self.res,
+            "running": len(self.tasks),
+            "finished": self.finished,
+            "connected": self.connected,
+            "ended": self.ended,
+            "reason": self.reason,
+            "deadline": self.deadline,
+            "batch_job": self.info.get("batch_job"),
+            "pid": self.info.get("pid"),
+        }
+
+
+class ServerState:
+    def __init__(self) -> None:
+        self.jobs: dict[int, Job] = {}
+        self.workers: dict[int, WorkerRecord] = {}
+        self.next_job_id = 1
+        self.next_worker_id = 1
+        #: jobs that have waiting tasks, in dispatch order when `_ready_sorted`
+        self.ready: dict[int, Job] = {}
+        self._ready_order: list[Job] | None = None
+        #: jobs that became done in the last apply; the server drains it
+        self.just_done: list[Job] = []
+        #: (worker id, job id, index) of running tasks canceled in the last apply
+        self.to_kill: list[tuple[int, int, int]] = []
+        self.events_applied = 0
+
+    # ------------------------------------------------------------- dispatch order
+
+    def ready_jobs(self) -> list[Job]:
+        if self._ready_order is None:
+            self._ready_order = sorted(self.ready.values(), key=lambda j: (-j.priority, j.id))
+        return self._ready_order
+
+    def _update_ready(self, job: Job) -> None:
+        if job.waiting > 0:
+            if job.id not in self.ready:
+                self.ready[job.id] = job
+                self._ready_order = None
+        elif job.id in self.ready:
+            del self.ready[job.id]
+            self._ready_order = None
+
+    def _maybe_done(self, job: Job, t: float) -> None:
+        if job.ended is None and job.done:
+            job.ended = t
+            self.just_done.append(job)
+
+    # ------------------------------------------------------------- apply
+
+    def apply(self, ev: dict) -> None:
+        self.events_applied += 1
+        getattr(self, "_on_" + ev["e"])(ev)
+
+    def _on_server(self, ev: dict) -> None:
+        t = ev["t"]
+        for w in self.workers.values():
+            if w.state is WorkerState.RUNNING:
+                self._worker_gone(w, "server restarted", crash=False, t=t)
+
+    def _on_ids(self, ev: dict) -> None:
+        self.next_job_id = max(self.next_job_id, ev["job"])
+        self.next_worker_id = max(self.next_worker_id, ev["worker"])
+
+    def _on_job(self, ev: dict) -> None:
+        job = Job(ev["id"], ev["spec"], ev["t"])
+        self.jobs[job.id] = job
+        self.next_job_id = max(self.next_job_id, job.id + 1)
+        self._update_ready(job)
+        self._maybe_done(job, ev["t"])
+
+    def _on_worker(self, ev: dict) -> None:
+        info = ev["info"]
+        w = WorkerRecord(
+            id=ev["id"],
+            info=info,
+            connected=ev["t"],
+            cpus=int(info.get("cpus", 1)),
+            res=dict(info.get("res") or {}),
+            deadline=info.get("deadline"),
+        )
+        w.used_res = {k: 0 for k in w.res}
+        self.workers[w.id] = w
+        self.next_worker_id = max(self.next_worker_id, w.id + 1)
+
+    def _on_wgone(self, ev: dict) -> None:
+        w = self.workers.get(ev["id"])
+        if w is not None and w.state is WorkerState.RUNNING:
+            self._worker_gone(w, ev["reason"], crash=ev.get("crash", False), t=ev["t"])
+
+    def _worker_gone(self, w: WorkerRecord, reason: str, crash: bool, t: float) -> None:
+        w.state = WorkerState.LOST if crash else WorkerState.STOPPED
+        w.ended = t
+        w.reason = reason
+        touched = set()
+        for job_id, i in w.tasks:
+            job = self.jobs.get(job_id)
+            if job is not None and job.state is not None and job.state[i] == RUNNING:
+                job.put_back(i, crash)
+                touched.add(job)
+        w.tasks.clear()
+        w.used_cpus = 0
+        w.used_res = {k: 0 for k in w.res}
+        for job in touched:
+            self._update_ready(job)
+            self._maybe_done(job, t)
+
+    def _on_start(self, ev: dict) -> None:
+        w = self.workers[ev["w"]]
+        t = ev["t"]
+        wid = w.id
+        tasks = ev["tasks"]
+        for k in range(0, len(tasks), 2):
+            job = self.jobs[tasks[k]]
+            idxs = tasks[k + 1]
+            jid = job.id
+            for i in idxs:
+                job.start(i, wid, t)
+                w.tasks.add((jid, i))
+            w.used_cpus += job.cpus * len(idxs)
+            for name, count in job.res.items():
+                w.used_res[name] = w.used_res.get(name, 0) + count * len(idxs)
+            self._update_ready(job)
+
+    def _release(self, w: WorkerRecord, job: Job, i: int) -> bool:
+        key = (job.id, i)
+        if key not in w.tasks:
+            return False
+        w.tasks.discard(key)
+        w.used_cpus -= job.cpus
+        for name, count in job.res.items():
+            w.used_res[name] -= count
+        return True
+
+    def _on_done(self, ev: dict) -> None:
+        w = self.workers.get(ev["w"])
+        if w is None:
+            return
+        jobs = self.jobs
+        for job_id, i, inst, code, t0, t1, msg in ev["r"]:
+            job = jobs.get(job_id)
+            if job is None or job.state is None or job.state[i] != RUNNING:
+                continue  # a stale result: canceled, or from a previous instance
+            if job.starts[i] - 1 != inst or job.worker[i] != w.id:
+                continue
+            self._release(w, job, i)
+            w.finished += 1
+            job.finish(i, code, t0, t1, msg)
+            if job.waiting and job.id not in self.ready:
+                self._update_ready(job)
+            if job.running == 0:
+                self._maybe_done(job, t1 or ev["t"])
+
+    def _on_back(self, ev: dict) -> None:
+        w = self.workers.get(ev["w"])
+        if w is None:
+            return
+        tasks = ev["tasks"]
+        for k in range(0, len(tasks), 2):
+            job = self.jobs.get(tasks[k])
+            if job is None:
+                continue
+            for i in tasks[k + 1]:
+                if job.state is not None and job.state[i] == RUNNING and self._release(w, job, i):
+                    job.put_back(i, crashed=False)
+            self._update_ready(job)
+            self._maybe_done(job, ev["t"])
+
+    def _on_cancel(self, ev: dict) -> None:
+        for job_id in ev["ids"]:
+            job = self.jobs.get(job_id)
+            if job is None or job.done:
+                continue
+            for i in job.cancel():
+                w = self.workers.get(job.worker[i])
+                if w is not None and self._release(w, job, i):
+                    self.to_kill.append((w.id, job.id, i))
+            self._update_ready(job)
+            self._maybe_done(job, ev["t"])
+
+
+def restore(events) -> ServerState:
+    state = ServerState()
+    for ev in events:
+        state.apply(ev)
+    state.just_done.clear()
+    state.to_kill.clear()
+    return state

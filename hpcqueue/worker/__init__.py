@@ -1,0 +1,1 @@
+"""The worker: connects to the server, runs tasks, reports results."""

@@ -1,0 +1,238 @@
+"""The worker's life: connect, register, run what it is given, heartbeat, leave.
+
+A worker leaves when the server tells it to (`worker stop`, `server stop`),
+when it has been idle for ``--idle-timeout``, or when its time is up
+(``--time-limit`` or the end of the batch job it runs in).  When the server
+is lost it stops, or with ``--on-server-lost reconnect`` it kills its tasks
+(the server runs them again) and reconnects to whatever server the server
+dir then names, until its time is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hpcqueue import __version__
+from hpcqueue.access import candidate_hosts, read_access
+from hpcqueue.exceptions import ConnectionLost, HpcqueueError, NoServerError, ProtocolError
+from hpcqueue.protocol import client_handshake, read_message
+from hpcqueue.worker.runner import Runner
+
+log = logging.getLogger("hpcqueue.worker")
+END_MARGIN = 5.0  # seconds before the batch job's end at which a worker leaves
+RECONNECT_DELAYS = (0.5, 1, 2, 5, 10)
+
+
+@dataclass
+class WorkerConfig:
+    server_dir: Path
+    cpus: int = 1
+    res: dict = field(default_factory=dict)
+    idle_timeout: float | None = None
+    time_limit: float | None = None
+    on_server_lost: str = "stop"
+    executor: str = "process"
+    manager: str | None = None
+    batch_job: str | None = None
+    end_time: float | None = None  # epoch seconds, from the batch job
+
+
+class ServerLost(Exception):
+    pass
+
+
+class Leave(Exception):
+    """The worker decided to end: carries the reason."""
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig):
+        self.cfg = cfg
+        self.started = time.time()
+        ends = [t for t in (
+            self.started + cfg.time_limit if cfg.time_limit else None,
+            cfg.end_time - END_MARGIN if cfg.end_time else None,
+        ) if t is not None]
+        self.end = min(ends) if ends else None
+        self.id: int | None = None
+        self.runner: Runner | None = None
+        self._writer = None
+        self._crypto = None
+        self._pending: list = []
+        self._flush_scheduled = False
+
+    # ------------------------------------------------------------- main
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        self.runner = Runner(loop, cfg.cpus, cfg.res, self._report, cfg.executor)
+        self.runner.deadline = self.end
+        self.runner.on_back = self._hand_back
+        attempt = 0
+        try:
+            while True:
+                try:
+                    reader, writer = await self._connect()
+                except (NoServerError, OSError, ProtocolError) as e:
+                    if cfg.on_server_lost != "reconnect":
+                        raise HpcqueueError(str(e)) from None
+                    delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                    attempt += 1
+                    if attempt == 1 or attempt % 10 == 0:
+                        log.warning("cannot reach the server (%s); retrying", e)
+                    if self.end is not None and time.time() + delay >= self.end:
+                        log.info("worker time is up while waiting for the server")
+                        return 0
+                    await asyncio.sleep(delay)
+                    continue
+                attempt = 0
+                try:
+                    reason = await self._session(reader, writer)
+                    log.info("worker %s stopping: %s", self.id, reason)
+                    return 0
+                except ServerLost as e:
+                    self.runner.kill_all()
+                    self._pending.clear()
+                    if cfg.on_server_lost != "reconnect":
+                        log.error("lost the server (%s): stopping", e)
+                        return 1
+                    log.warning("lost the server (%s): reconnecting", e)
+                finally:
+                    writer.close()
+        finally:
+            self.runner.shutdown()
+
+    async def _connect(self):
+        record = read_access(self.cfg.server_dir)
+        last = None
+        for host in candidate_hosts(record):
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, record.port, limit=1 << 20), 30)
+                break
+            except (OSError, asyncio.TimeoutError) as e:
+                last = e
+        else:
+            raise NoServerError(
+                f"the server in {self.cfg.server_dir} is not reachable at "
+                f"{record.host}:{record.port} ({last}): start one with `hpcqueue server start`")
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            session = await asyncio.wait_for(
+                client_handshake(reader, writer, record.key_bytes), 30)
+        except asyncio.TimeoutError:
+            writer.close()
+            raise ProtocolError("the server did not complete the handshake") from None
+        except HpcqueueError:
+            writer.close()
+            raise
+        self._crypto = session
+        return reader, writer
+
+    def _info(self) -> dict:
+        cfg = self.cfg
+        info = {"hostname": socket.gethostname(), "pid": os.getpid(), "cpus": cfg.cpus,
+                "res": cfg.res, "version": __version__}
+        if self.end is not None:
+            info["remaining"] = max(0.0, self.end - time.time())
+        for key in ("batch_job", "manager", "idle_timeout", "time_limit"):
+            if getattr(cfg, key) is not None:
+                info[key] = getattr(cfg, key)
+        return info
+
+    async def _session(self, reader, writer) -> str:
+        self._writer = writer
+        self._send({"op": "worker_hello", "info": self._info()})
+        try:
+            welcome = await read_message(reader, self._crypto)
+        except ConnectionLost as e:
+            raise ServerLost(str(e)) from None
+        self.id = welcome.get("id")
+        heartbeat = float(welcome.get("heartbeat") or 8.0)
+        log.info("worker %s connected to server %s", self.id, welcome.get("server_id"))
+        watch = asyncio.ensure_future(self._watch(heartbeat))
+        read = asyncio.ensure_future(self._read(reader))
+        try:
+            done, _ = await asyncio.wait({watch, read}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if isinstance(exc, Leave):
+                    reason = str(exc)
+                    self.runner.kill_all()
+                    self._flush()
+                    self._send({"op": "bye", "reason": reason})
+                    try:
+                        await writer.drain()
+                    except (OSError, ConnectionError):
+                        pass
+                    return reason
+                if isinstance(exc, (ProtocolError, OSError, ConnectionError)):
+                    raise ServerLost(str(exc))
+                if exc is not None:
+                    raise exc
+            raise ServerLost("connection ended")
+        finally:
+            watch.cancel()
+            read.cancel()
+            self._writer = None
+
+    async def _read(self, reader) -> None:
+        runner = self.runner
+        while True:
+            msg = await read_message(reader, self._crypto)
+            op = msg.get("op")
+            if op == "tasks":
+                runner.add(msg.get("jobs") or {}, msg["tasks"])
+            elif op == "kill":
+                runner.kill(msg["tasks"])
+            elif op == "stop":
+                raise Leave(msg.get("reason") or "stopped by the server")
+
+    async def _watch(self, heartbeat: float) -> None:
+        idle = self.cfg.idle_timeout
+        last_hb = time.monotonic()
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            if self.end is not None and time.time() >= self.end:
+                raise Leave("time limit reached")
+            if idle and not self.runner.busy and now - self.runner.idle_since >= idle:
+                raise Leave(f"idle for {idle:g}s")
+            if now - last_hb >= heartbeat:
+                self._send({"op": "hb"})
+                last_hb = now
+
+    # ------------------------------------------------------------- sending
+
+    def _send(self, message) -> None:
+        if self._writer is not None:
+            self._writer.write(self._crypto.seal(message))
+
+    def _report(self, row) -> None:
+        self._pending.append(row)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._pending and self._writer is not None:
+            rows, self._pending = self._pending, []
+            self._send({"op": "done", "r": rows})
+
+    def _hand_back(self, tasks) -> None:
+        by_job: dict[int, list] = {}
+        for t in tasks:
+            by_job.setdefault(t[0], []).append(t[1])
+        flat: list = []
+        for job_id, idxs in by_job.items():
+            flat += (job_id, idxs)
+        self._send({"op": "back", "tasks": flat})
