@@ -157,7 +157,10 @@ async def read_exactly(reader, n: int) -> bytes:
 async def server_handshake(reader, writer, key: bytes) -> Session:
     sn, hello = server_hello()
     writer.write(hello)
-    answer = await read_exactly(reader, CLIENT_HELLO_LEN)
+    head = await read_exactly(reader, 5)
+    if head[:4] != MAGIC:  # drop strangers at once, not after the handshake timeout
+        raise ProtocolError("the peer is not an hpcqueue client")
+    answer = head + await read_exactly(reader, CLIENT_HELLO_LEN - 5)
     try:
         cn, reply = server_check(key, sn, answer)
     except AuthenticationError:

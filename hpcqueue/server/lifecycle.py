@@ -250,6 +250,10 @@ class Server:
         finally:
             core.remove_waiter(waiter)
             eof.cancel()
+            try:
+                await eof  # let the read end before the next request is read
+            except (asyncio.CancelledError, OSError, ConnectionError):
+                pass
         core.send(peer, {"ok": True, "jobs": [core.state.jobs[j].summary() for j in ids]})
 
 

@@ -1,0 +1,160 @@
+"""The state machine on its own: events in, state out, replay exact."""
+
+from hpcqueue.model import CANCELED, FAILED, FINISHED, RUNNING, WAITING, JobState
+from hpcqueue.server import dispatch
+from hpcqueue.state import ServerState, restore
+
+
+def spec(n=10, **kw):
+    s = {"cmd": ["true"], "ids": [[1, n, 1]], "cpus": 1}
+    s.update(kw)
+    return s
+
+
+class Recorder:
+    """Applies events and keeps them, as the server does with its journal."""
+
+    def __init__(self):
+        self.state = ServerState()
+        self.events = []
+
+    def __call__(self, **ev):
+        ev.setdefault("t", 1.0)
+        self.events.append(ev)
+        self.state.apply(ev)
+        return self.state
+
+
+def test_waiting_job_allocates_nothing_per_task():
+    rec = Recorder()
+    st = rec(e="job", id=1, spec=spec(1_000_000))
+    job = st.jobs[1]
+    assert job.waiting == 1_000_000 and job.state is None
+    assert job.job_state() is JobState.WAITING
+
+
+def test_start_finish_and_counts():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(3))
+    rec(e="worker", id=1, info={"cpus": 2})
+    st = rec(e="start", w=1, tasks=[1, [0, 1]])
+    job = st.jobs[1]
+    assert job.counts[WAITING] == 1 and job.counts[RUNNING] == 2
+    assert st.workers[1].used_cpus == 2
+    st = rec(e="done", w=1, r=[[1, 0, 0, 0, 1.0, 2.0, None], [1, 1, 0, 3, 1.0, 2.0, "exit code 3"]])
+    assert job.state[0] == FINISHED and job.state[1] == FAILED
+    assert job.errors[1] == "exit code 3"
+    assert st.workers[1].used_cpus == 0
+    assert job.job_state() is JobState.RUNNING
+
+
+def test_stale_and_duplicate_results_are_ignored():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(1))
+    rec(e="worker", id=1, info={"cpus": 1})
+    rec(e="worker", id=2, info={"cpus": 1})
+    rec(e="start", w=1, tasks=[1, [0]])
+    st = rec(e="done", w=2, r=[[1, 0, 0, 0, 1.0, 2.0, None]])  # from the wrong worker
+    assert st.jobs[1].state[0] == RUNNING
+    st = rec(e="done", w=1, r=[[1, 0, 5, 0, 1.0, 2.0, None]])  # wrong instance
+    assert st.jobs[1].state[0] == RUNNING
+    rec(e="done", w=1, r=[[1, 0, 0, 0, 1.0, 2.0, None]])
+    st = rec(e="done", w=1, r=[[1, 0, 0, 1, 1.0, 2.0, None]])  # a second finish
+    assert st.jobs[1].state[0] == FINISHED and st.jobs[1].counts[FINISHED] == 1
+
+
+def test_retries_requeue_then_fail():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(1, max_retries=1))
+    rec(e="worker", id=1, info={"cpus": 1})
+    rec(e="start", w=1, tasks=[1, [0]])
+    st = rec(e="done", w=1, r=[[1, 0, 0, 1, 1.0, 2.0, None]])
+    job = st.jobs[1]
+    assert job.state[0] == WAITING and 1 in st.ready
+    assert job.take(5) == [0]
+    rec(e="start", w=1, tasks=[1, [0]])
+    assert job.instance(0) == 1
+    rec(e="done", w=1, r=[[1, 0, 1, 1, 1.0, 2.0, None]])
+    assert job.state[0] == FAILED and job.done
+
+
+def test_lost_worker_requeues_until_crash_limit():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(1, crash_limit=2))
+    for w in (1, 2):
+        rec(e="worker", id=w, info={"cpus": 1})
+        rec(e="start", w=w, tasks=[1, [0]])
+        st = rec(e="wgone", id=w, reason="lost", crash=True)
+    job = st.jobs[1]
+    assert job.state[0] == FAILED and "crash limit" in job.errors[0]
+
+
+def test_stopped_worker_requeues_without_crash():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(1, crash_limit=1))
+    rec(e="worker", id=1, info={"cpus": 1})
+    rec(e="start", w=1, tasks=[1, [0]])
+    st = rec(e="wgone", id=1, reason="stopped", crash=False)
+    assert st.jobs[1].state[0] == WAITING and st.jobs[1].crashes[0] == 0
+
+
+def test_cancel_marks_waiting_and_running():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(100))
+    rec(e="worker", id=1, info={"cpus": 2})
+    rec(e="start", w=1, tasks=[1, [0, 1]])
+    st = rec(e="cancel", ids=[1])
+    job = st.jobs[1]
+    assert job.counts[CANCELED] == 100 and job.done
+    assert sorted(st.to_kill) == [(1, 1, 0), (1, 1, 1)]
+    assert job.task_state(50) == CANCELED
+    assert st.workers[1].used_cpus == 0 and not st.workers[1].tasks
+    assert job.job_state() is JobState.CANCELED
+
+
+def test_restart_requeues_running_tasks_with_a_new_instance():
+    rec = Recorder()
+    rec(e="server", t=0.0)
+    rec(e="job", id=1, spec=spec(4))
+    rec(e="worker", id=1, info={"cpus": 4})
+    rec(e="start", w=1, tasks=[1, [0, 1, 2, 3]])
+    rec(e="done", w=1, r=[[1, 0, 0, 0, 1.0, 2.0, None]])
+    st = restore(rec.events + [{"e": "server", "t": 5.0}])
+    job = st.jobs[1]
+    assert job.state[0] == FINISHED
+    assert [job.state[i] for i in (1, 2, 3)] == [WAITING] * 3
+    taken = job.take(10)
+    assert sorted(taken) == [1, 2, 3]
+    assert st.next_job_id == 2 and st.next_worker_id == 2
+
+
+def test_replay_reaches_the_same_state_as_live():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(50, max_retries=1))
+    rec(e="job", id=2, spec=spec(20, priority=5))
+    rec(e="worker", id=1, info={"cpus": 3})
+    live = rec.state
+    for round_ in range(40):
+        for w, picked in dispatch.plan(live.ready_jobs(), [live.workers[1]], 1.0):
+            rec(e="start", w=w.id, tasks=picked)
+        running = sorted(live.workers[1].tasks)
+        rows = [[j, i, live.jobs[j].instance(i), (i + round_) % 3 == 0, 1.0, 2.0, None]
+                for j, i in running[:2]]
+        rows = [[j, i, inst, int(bad), a, b, m] for j, i, inst, bad, a, b, m in rows]
+        rec(e="done", w=1, r=rows)
+    replayed = restore(rec.events)
+    for job_id, job in live.jobs.items():
+        other = replayed.jobs[job_id]
+        assert other.counts == job.counts
+        assert bytes(other.state) == bytes(job.state)
+        assert list(other.starts) == list(job.starts)
+        assert other.cursor == job.cursor
+
+
+def test_priority_orders_dispatch():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(5))
+    rec(e="job", id=2, spec=spec(5, priority=3))
+    st = rec(e="worker", id=1, info={"cpus": 2})
+    (w, picked), = dispatch.plan(st.ready_jobs(), [st.workers[1]], 1.0)
+    assert picked == [2, [0, 1]]

@@ -1,0 +1,116 @@
+"""Workers: losing one, stopping one, idling out, time left, batch jobs."""
+
+import json
+import os
+import signal
+import stat
+import time
+
+from conftest import wait_for
+
+from hpcqueue.worker import batch
+
+
+def job(cluster, ref="1"):
+    return json.loads(cluster.hq("job", "info", ref, "--output", "json").stdout)
+
+
+def test_lost_worker_tasks_run_elsewhere(cluster):
+    cluster.start_server("--heartbeat", "1s")
+    doomed = cluster.start_worker("--cpus", "2", name="doomed.log")
+    wait_for(lambda: len(cluster.workers()) == 1, what="a worker")
+    cluster.hq("submit", "--array", "1-4", "--stdout", "none", "--", "sleep", "2")
+    wait_for(lambda: job(cluster)["running"] == 2, what="two running tasks")
+    os.killpg(doomed.pid, signal.SIGKILL)
+    cluster.start_worker("--cpus", "4", name="rescue.log")
+    p = cluster.hq("job", "wait", "1", timeout=60)
+    assert "4 finished" in p.stdout
+    tasks = json.loads(cluster.hq("task", "list", "1", "--output", "json").stdout)
+    assert sum(t["crashes"] for t in tasks) == 2
+    all_workers = json.loads(cluster.hq("worker", "list", "--all", "--output", "json").stdout)
+    assert [w["state"] for w in all_workers] == ["lost", "running"]
+
+
+def test_worker_stop_returns_tasks_without_a_crash(cluster):
+    cluster.start_server()
+    cluster.start_worker("--cpus", "1")
+    wait_for(lambda: len(cluster.workers()) == 1, what="a worker")
+    cluster.hq("submit", "--stdout", "none", "--", "sleep", "30")
+    wait_for(lambda: job(cluster)["running"] == 1, what="a running task")
+    assert "stopping 1" in cluster.hq("worker", "stop", "all").stdout
+    wait_for(lambda: job(cluster)["waiting"] == 1, what="the task back in the queue")
+    info = json.loads(cluster.hq("task", "info", "1", "0", "--output", "json").stdout)
+    assert info["crashes"] == 0 and info["state"] == "waiting"
+
+
+def test_idle_timeout_and_time_limit(cluster):
+    cluster.start_server()
+    idle = cluster.start_worker("--idle-timeout", "1s", name="idle.log")
+    limited = cluster.start_worker("--time-limit", "2s", name="limited.log")
+    assert idle.wait(timeout=20) == 0
+    assert limited.wait(timeout=20) == 0
+    assert "idle for 1s" in cluster.log("idle.log")
+    assert "time limit reached" in cluster.log("limited.log")
+
+
+def test_task_that_does_not_fit_the_time_left_is_not_started(cluster):
+    cluster.start_server()
+    cluster.start_worker("--time-limit", "1h")
+    wait_for(lambda: len(cluster.workers()) == 1, what="a worker")
+    cluster.hq("submit", "--time-request", "2h", "--stdout", "none", "--", "true")
+    cluster.hq("submit", "--time-request", "30m", "--stdout", "none", "--", "true")
+    cluster.hq("job", "wait", "2", timeout=30)
+    time.sleep(0.5)
+    assert job(cluster, "1")["state"] == "waiting"
+    assert job(cluster, "2")["state"] == "finished"
+
+
+def test_resources_limit_concurrency(cluster, tmp_path):
+    cluster.start_server()
+    cluster.start_worker("--cpus", "4", "--resource", "gpus=1")
+    log = tmp_path / "log"
+    cluster.hq("submit", "--array", "1-3", "--resource", "gpus=1", "--stdout", "none", "--",
+               "sh", "-c", f"echo start >> {log}; sleep 0.3; echo end >> {log}")
+    cluster.hq("job", "wait", "1", timeout=30)
+    assert log.read_text().split() == ["start", "end"] * 3
+
+
+def test_task_environment_outputs_and_cwd(cluster, tmp_path):
+    cluster.start_server()
+    cluster.start_worker()
+    (tmp_path / "params.txt").write_text("alpha\nbeta\n")
+    cluster.hq("submit", "--each-line", "params.txt", "--cpus", "1", "--env", "GREETING=hi",
+               "--", "sh", "-c",
+               'echo "$GREETING $HPCQUEUE_ENTRY $HPCQUEUE_TASK_ID $HPCQUEUE_CPUS"; echo oops >&2',
+               cwd=tmp_path)
+    cluster.hq("job", "wait", "1", timeout=30)
+    out = tmp_path / "job-1" / "0.stdout"
+    assert out.read_text() == "hi alpha 0 1\n"
+    assert (tmp_path / "job-1" / "1.stderr").read_text() == "oops\n"
+    assert cluster.hq("job", "cat", "1", "stdout").stdout.splitlines() == \
+        ["hi alpha 0 1", "hi beta 1 1"]
+    assert cluster.hq("job", "cat", "1", "stdout", "--task", "1").stdout == "hi beta 1 1\n"
+
+
+def test_slurm_time_left_from_one_squeue_call(tmp_path, monkeypatch):
+    fake = tmp_path / "squeue"
+    fake.write_text("#!/bin/sh\necho \"$@\" >> %s/calls\necho '1-02:00:00'\n" % tmp_path)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.delenv("HPCQUEUE_ALLOC_END", raising=False)
+    assert batch.batch_job() == ("slurm", "42")
+    end = batch.end_time()
+    assert abs(end - time.time() - 26 * 3600) < 5
+    assert (tmp_path / "calls").read_text().split() == ["-h", "-j", "42", "-o", "%L"]
+
+
+def test_pbs_time_left(tmp_path, monkeypatch):
+    fake = tmp_path / "qstat"
+    fake.write_text("#!/bin/sh\ncat <<EOF\nJob Id: 7.server\n    Resource_List.walltime = "
+                    "02:00:00\n    resources_used.walltime = 00:30:00\nEOF\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("PBS_JOBID", "7.server")
+    assert abs(batch.end_time() - time.time() - 5400) < 5
