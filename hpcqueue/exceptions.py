@@ -50,3 +50,18 @@ class JournalError(HpcqueueError):
 
 class NotFound(RequestError):
     """A job, task or worker id that the server does not know."""
+
+
+class TemplateError(HpcqueueError):
+    """A job-script template that does not parse or render."""
+
+
+class SchedulerError(HpcqueueError):
+    """A scheduler command failed; the message carries the scheduler's own words."""
+
+    def __init__(self, message: str, command=None, returncode=None, stdout="", stderr=""):
+        super().__init__(message)
+        self.command = command
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr

@@ -16,12 +16,14 @@ Events (``e`` is the kind, ``t`` the server's clock when it happened):
 - ``done``: results (``w``, ``r`` = [[job, index, instance, exit, t0, t1, msg], ...])
 - ``back``: a worker handed tasks back unstarted (``w``, ``tasks`` as in ``start``)
 - ``cancel``: jobs were canceled (``ids``)
+- ``aq_*`` and ``alloc_*``: allocation queues, see :mod:`hpcqueue.autoalloc.book`
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hpcqueue.autoalloc.book import AllocBook
 from hpcqueue.jobs import Job
 from hpcqueue.model import RUNNING, WorkerState
 
@@ -57,6 +59,7 @@ class WorkerRecord:
             "reason": self.reason,
             "deadline": self.deadline,
             "batch_job": self.info.get("batch_job"),
+            "alloc": self.info.get("alloc"),
             "pid": self.info.get("pid"),
         }
 
@@ -75,6 +78,8 @@ class ServerState:
         #: (worker id, job id, index) of running tasks canceled in the last apply
         self.to_kill: list[tuple[int, int, int]] = []
         self.events_applied = 0
+        #: allocation queues and allocations (events aq_* and alloc_*)
+        self.alloc = AllocBook()
 
     # ------------------------------------------------------------- dispatch order
 
@@ -101,7 +106,11 @@ class ServerState:
 
     def apply(self, ev: dict) -> None:
         self.events_applied += 1
-        getattr(self, "_on_" + ev["e"])(ev)
+        kind = ev["e"]
+        if kind.startswith(("aq_", "alloc_")):
+            self.alloc.apply(ev)
+        else:
+            getattr(self, "_on_" + kind)(ev)
 
     def _on_server(self, ev: dict) -> None:
         t = ev["t"]
@@ -133,6 +142,7 @@ class ServerState:
         w.used_res = {k: 0 for k in w.res}
         self.workers[w.id] = w
         self.next_worker_id = max(self.next_worker_id, w.id + 1)
+        self.alloc.worker_connected(w.id, info.get("alloc"), ev["t"])
 
     def _on_wgone(self, ev: dict) -> None:
         w = self.workers.get(ev["id"])
@@ -143,6 +153,7 @@ class ServerState:
         w.state = WorkerState.LOST if crash else WorkerState.STOPPED
         w.ended = t
         w.reason = reason
+        self.alloc.worker_left(w.id, w.info.get("alloc"))
         touched = set()
         for job_id, i in w.tasks:
             job = self.jobs.get(job_id)

@@ -27,7 +27,7 @@ def cli():
 
 
 def _register() -> None:
-    from hpcqueue.cli import jobs, journal, run, server, submit, worker
+    from hpcqueue.cli import alloc, jobs, journal, run, server, submit, worker
 
     cli.add_command(server.server)
     cli.add_command(worker.worker)
@@ -36,6 +36,7 @@ def _register() -> None:
     cli.add_command(jobs.task)
     cli.add_command(journal.journal)
     cli.add_command(run.run)
+    cli.add_command(alloc.alloc)
 
 
 _register()

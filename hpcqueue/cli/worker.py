@@ -56,7 +56,7 @@ def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manage
     cfg = WorkerConfig(
         server_dir=get_server_dir(ctx), cpus=cpus or default_cpus(),
         res=parse_resources(resources), idle_timeout=idle_timeout, time_limit=time_limit,
-        on_server_lost=on_server_lost, executor=executor,
+        on_server_lost=on_server_lost, executor=executor, handle_signals=True,
     )
     if manager == "auto":
         from hpcqueue.worker import batch

@@ -19,6 +19,8 @@ from hpcqueue.server import dispatch
 from hpcqueue.state import ServerState
 
 log = logging.getLogger("hpcqueue.server")
+#: events after which the autoalloc loop looks again at once
+_WAKES_AUTOALLOC = frozenset({"job", "worker", "wgone", "back", "aq_add", "aq_resume"})
 
 
 class Peer:
@@ -53,6 +55,8 @@ class Core:
         self._dispatch_scheduled = False
         self.loop = asyncio.get_event_loop()
         self.dispatched = 0
+        self.autoalloc = None  # the AutoAlloc service, once the server runs
+        self.info: dict = {}
 
     # ------------------------------------------------------------- events
 
@@ -69,6 +73,8 @@ class Core:
             self._kill(kills)
         if state.ready:
             self.schedule_dispatch()
+        if self.autoalloc is not None and event["e"] in _WAKES_AUTOALLOC:
+            self.autoalloc.poke()
 
     def send(self, peer: Peer, message) -> None:
         if self.journal is not None and self.journal.dirty:

@@ -9,6 +9,7 @@ journal and removes the access record.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import secrets
@@ -29,6 +30,8 @@ from hpcqueue.exceptions import (
 from hpcqueue.protocol import new_key, read_message, server_handshake
 from hpcqueue.server.config import ServerConfig
 from hpcqueue.server.core import Core, Peer
+from hpcqueue.autoalloc import handlers as _alloc_handlers  # noqa: F401 (registers them)
+from hpcqueue.autoalloc.service import AutoAlloc
 from hpcqueue.server.handlers import HANDLERS, _job_ids
 from hpcqueue.server.workers import worker_session
 from hpcqueue.state import ServerState
@@ -105,6 +108,8 @@ class Server:
                 journal.close()
             raise HpcqueueError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
         self.port = self.listener.sockets[0].getsockname()[1]
+        core.autoalloc = AutoAlloc(core, cfg.server_dir)
+        core.autoalloc.start()
         host = cfg.host if cfg.host not in ("0.0.0.0", "::", "") else socket.gethostname()
         core.info = {
             "server_id": self.server_id, "host": host, "port": self.port, "pid": os.getpid(),
@@ -150,6 +155,8 @@ class Server:
 
     async def shutdown(self) -> None:
         core = self.core
+        if core.autoalloc is not None:
+            core.autoalloc.stop()
         if self.listener is not None:
             self.listener.close()
         for wid, peer in list(core.live.items()):
@@ -222,11 +229,13 @@ class Server:
                         self.stopping.set()
                     elif op in HANDLERS:
                         reply = HANDLERS[op](core, msg)
+                        if inspect.isawaitable(reply):
+                            reply = await reply
                         core.send(peer, {"ok": True, **reply})
                     else:
                         raise RequestError(f"unknown request {op!r}: is the client newer "
                                            "than the server?")
-                except RequestError as e:
+                except HpcqueueError as e:
                     core.send(peer, {"ok": False, "error": str(e), "kind": type(e).__name__})
             await peer.writer.drain()
             msg = await read_message(peer.reader, peer.session)

@@ -14,7 +14,7 @@ log = logging.getLogger("hpcqueue.server")
 _INFO_KEYS = {
     "hostname": str, "pid": int, "cpus": int, "res": dict, "batch_job": str,
     "remaining": (int, float), "version": str, "idle_timeout": (int, float),
-    "time_limit": (int, float), "manager": str, "group": str,
+    "time_limit": (int, float), "manager": str, "group": str, "alloc": str,
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class WorkerConfig:
     manager: str | None = None
     batch_job: str | None = None
     end_time: float | None = None  # epoch seconds, from the batch job
+    handle_signals: bool = False  # SIGTERM/SIGINT leave cleanly (a standalone worker)
 
 
 class ServerLost(Exception):
@@ -66,6 +68,13 @@ class Worker:
         self._crypto = None
         self._pending: list = []
         self._flush_scheduled = False
+        self.signalled: str | None = None
+        self._signal_event: asyncio.Event | None = None
+
+    def _on_signal(self, sig) -> None:
+        # scancel/qdel send SIGTERM: leave with a bye, so tasks go back without a crash
+        self.signalled = signal.Signals(sig).name
+        self._signal_event.set()
 
     # ------------------------------------------------------------- main
 
@@ -75,6 +84,10 @@ class Worker:
         self.runner = Runner(loop, cfg.cpus, cfg.res, self._report, cfg.executor)
         self.runner.deadline = self.end
         self.runner.on_back = self._hand_back
+        self._signal_event = asyncio.Event()
+        if cfg.handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.add_signal_handler(sig, self._on_signal, sig)
         attempt = 0
         try:
             while True:
@@ -90,8 +103,12 @@ class Worker:
                     if self.end is not None and time.time() + delay >= self.end:
                         log.info("worker time is up while waiting for the server")
                         return 0
-                    await asyncio.sleep(delay)
-                    continue
+                    try:
+                        await asyncio.wait_for(self._signal_event.wait(), delay)
+                    except asyncio.TimeoutError:
+                        continue
+                    log.info("got %s while waiting for the server: stopping", self.signalled)
+                    return 0
                 attempt = 0
                 try:
                     reason = await self._session(reader, writer)
@@ -146,6 +163,8 @@ class Worker:
         for key in ("batch_job", "manager", "idle_timeout", "time_limit"):
             if getattr(cfg, key) is not None:
                 info[key] = getattr(cfg, key)
+        if os.environ.get("HPCQUEUE_ALLOC_ID"):
+            info["alloc"] = os.environ["HPCQUEUE_ALLOC_ID"]
         return info
 
     async def _session(self, reader, writer) -> str:
@@ -202,6 +221,8 @@ class Worker:
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
+            if self.signalled:
+                raise Leave(f"terminated by {self.signalled}")
             if self.end is not None and time.time() >= self.end:
                 raise Leave("time limit reached")
             if idle and not self.runner.busy and now - self.runner.idle_since >= idle:

@@ -1,0 +1,187 @@
+"""Allocation queues and allocations as server state, changed only by events.
+
+Events (applied through ``ServerState.apply``):
+
+- ``aq_add``: a queue was added (``id``, ``params``)
+- ``aq_pause`` / ``aq_resume``: by hand, or automatically after failures (``reason``)
+- ``aq_remove``: the queue drains, or with ``force`` its allocations were cancelled
+- ``alloc_new``: an allocation was submitted (``queue``, ``id``, ``job_id``, ``dir``)
+- ``alloc_submit_failed``: a submission failed (``queue``, ``error``)
+- ``alloc_state``: an allocation changed state (``id``, ``state``, ``reason``, ``fault``)
+
+Workers link themselves to an allocation by the ``alloc`` id in their hello.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hpcqueue.autoalloc.model import AllocState, QueueParams, QueueState
+
+LIVE = (AllocState.QUEUED, AllocState.RUNNING)
+
+
+class Allocation:
+    __slots__ = ("id", "queue", "job_id", "dir", "state", "submitted", "started", "ended",
+                 "reason", "fault", "workers", "live_workers", "expected")
+
+    def __init__(self, ev: dict):
+        self.id: str = ev["id"]
+        self.queue: int = ev["queue"]
+        self.job_id: str = ev["job_id"]
+        self.dir: str = ev["dir"]
+        self.state = AllocState.QUEUED
+        self.submitted: float = ev["t"]
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.reason: str | None = None
+        self.fault = False
+        self.workers: set[int] = set()       # every worker that connected from it
+        self.live_workers: set[int] = set()  # those still connected
+        self.expected: int = ev.get("workers", 1)
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE
+
+    def summary(self) -> dict:
+        return {"id": self.id, "queue": self.queue, "job_id": self.job_id,
+                "state": self.state.value, "submitted": self.submitted, "started": self.started,
+                "ended": self.ended, "reason": self.reason, "fault": self.fault,
+                "workers": len(self.workers), "live_workers": len(self.live_workers),
+                "dir": self.dir}
+
+
+class AllocQueue:
+    def __init__(self, queue_id: int, params: QueueParams, t: float):
+        self.id = queue_id
+        self.params = params
+        self.state = QueueState.ACTIVE
+        self.pause_reason: str | None = None
+        self.created = t
+        self.next_alloc = 1
+        self.faults_in_row = 0
+        self.submit_failures = 0
+        self.last_failure: float | None = None
+        self.last_error: str | None = None
+        self.allocations: dict[str, Allocation] = {}
+        self.decisions: deque = deque(maxlen=30)  # (t, submit, reason, unfit); not journaled
+
+    def live(self) -> list[Allocation]:
+        return [a for a in self.allocations.values() if a.live]
+
+    def summary(self) -> dict:
+        live = self.live()
+        p = self.params
+        return {
+            "id": self.id, "name": p.name, "scheduler": p.scheduler, "state": self.state.value,
+            "pause_reason": self.pause_reason, "transport": p.transport,
+            "queued": sum(a.state is AllocState.QUEUED for a in live),
+            "running": sum(a.state is AllocState.RUNNING for a in live),
+            "workers": sum(len(a.live_workers) for a in live),
+            "allocations": len(self.allocations), "faults_in_row": self.faults_in_row,
+            "submit_failures": self.submit_failures, "last_error": self.last_error,
+            "params": p.to_dict(),
+        }
+
+
+class AllocBook:
+    def __init__(self) -> None:
+        self.queues: dict[int, AllocQueue] = {}
+        self.next_queue_id = 1
+        self.by_id: dict[str, Allocation] = {}
+
+    def apply(self, ev: dict) -> None:
+        getattr(self, "_on_" + ev["e"])(ev)
+
+    # ------------------------------------------------------------- queues
+
+    def _on_aq_add(self, ev: dict) -> None:
+        q = AllocQueue(ev["id"], QueueParams.from_dict(ev["params"]), ev["t"])
+        self.queues[q.id] = q
+        self.next_queue_id = max(self.next_queue_id, q.id + 1)
+
+    def _on_aq_pause(self, ev: dict) -> None:
+        q = self.queues[ev["id"]]
+        if q.state is QueueState.ACTIVE:
+            q.state = QueueState.PAUSED
+            q.pause_reason = ev.get("reason") or "paused by `alloc pause`"
+
+    def _on_aq_resume(self, ev: dict) -> None:
+        q = self.queues[ev["id"]]
+        if q.state is QueueState.PAUSED:
+            q.state = QueueState.ACTIVE
+            q.pause_reason = None
+            q.faults_in_row = 0
+            q.submit_failures = 0
+            q.last_failure = None
+
+    def _on_aq_remove(self, ev: dict) -> None:
+        q = self.queues[ev["id"]]
+        q.state = QueueState.DRAINING if q.live() else QueueState.REMOVED
+
+    # ------------------------------------------------------------- allocations
+
+    def _on_alloc_new(self, ev: dict) -> None:
+        q = self.queues[ev["queue"]]
+        a = Allocation(ev)
+        q.allocations[a.id] = a
+        self.by_id[a.id] = a
+        q.next_alloc = max(q.next_alloc, int(a.id.rsplit(".", 1)[1]) + 1)
+        q.submit_failures = 0
+        q.last_failure = None
+
+    def _on_alloc_submit_failed(self, ev: dict) -> None:
+        q = self.queues[ev["queue"]]
+        q.submit_failures += 1
+        q.last_failure = ev["t"]
+        q.last_error = ev["error"]
+        self._fault(q, f"submission failed: {ev['error']}", ev["t"])
+
+    def _on_alloc_state(self, ev: dict) -> None:
+        a = self.by_id.get(ev["id"])
+        if a is None or not a.live:
+            return
+        state = AllocState(ev["state"])
+        t = ev["t"]
+        if state is AllocState.RUNNING and a.started is None:
+            a.started = t
+        a.state = state
+        if not a.live:
+            a.ended = t
+            a.reason = ev.get("reason")
+            a.fault = bool(ev.get("fault"))
+            a.live_workers.clear()
+            q = self.queues[a.queue]
+            if a.fault:
+                q.last_error = f"allocation {a.id}: {a.reason}"
+                self._fault(q, f"allocation {a.id} {a.reason}", t)
+            elif a.workers:
+                q.faults_in_row = 0
+            if q.state is QueueState.DRAINING and not q.live():
+                q.state = QueueState.REMOVED
+
+    def _fault(self, q: AllocQueue, what: str, t: float) -> None:
+        q.faults_in_row += 1
+        if q.faults_in_row >= q.params.pause_after and q.state is QueueState.ACTIVE:
+            q.state = QueueState.PAUSED
+            q.pause_reason = (f"paused after {q.faults_in_row} failures in a row (last: {what}); "
+                              f"fix the cause, then `hpcqueue alloc resume {q.id}`")
+
+    # ------------------------------------------------------------- workers
+
+    def worker_connected(self, worker_id: int, alloc_id: str | None, t: float) -> None:
+        a = self.by_id.get(alloc_id) if alloc_id else None
+        if a is None or not a.live:
+            return
+        a.workers.add(worker_id)
+        a.live_workers.add(worker_id)
+        if a.state is AllocState.QUEUED:
+            a.state = AllocState.RUNNING
+        if a.started is None:
+            a.started = t
+
+    def worker_left(self, worker_id: int, alloc_id: str | None) -> None:
+        a = self.by_id.get(alloc_id) if alloc_id else None
+        if a is not None:
+            a.live_workers.discard(worker_id)

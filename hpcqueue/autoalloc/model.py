@@ -1,0 +1,102 @@
+"""Allocation queues and allocations: their parameters, states and end reasons."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+
+from hpcqueue.exceptions import UsageError
+
+#: seconds to wait after the n-th submission failure in a row
+BACKOFF = (0, 60, 900, 1800, 3600)
+#: a queue pauses itself after this many failures of its own in a row
+DEFAULT_PAUSE_AFTER = 3
+
+
+class AllocState(str, Enum):
+    QUEUED = "queued"      # in the scheduler's queue
+    RUNNING = "running"    # the batch job runs (workers may still be booting)
+    FINISHED = "finished"  # ended, not the queue's fault
+    FAILED = "failed"      # ended, the queue's fault
+
+
+class QueueState(str, Enum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    DRAINING = "draining"  # removed; waits for its allocations to end
+    REMOVED = "removed"
+
+
+_SAFE = re.compile(r"[A-Za-z0-9_.:@+/=,-]+")
+
+
+def check_word(value: str | None, what: str) -> str | None:
+    """A scheduler option value that is one word (no spaces, quotes or newlines)."""
+    if value is None:
+        return None
+    if not _SAFE.fullmatch(value):
+        raise UsageError(f"invalid {what} {value!r}: use letters, digits and _.:@+/=,- only")
+    return value
+
+
+@dataclass
+class QueueParams:
+    """Everything `alloc add` resolved: plain values, journaled as they are."""
+
+    scheduler: str
+    time_limit: float
+    name: str | None = None
+    backlog: int = 1
+    workers_per_alloc: int = 1
+    max_worker_count: int | None = None
+    idle_timeout: float = 300.0
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    cpus: int | None = None
+    gpus: int | None = None
+    mem: str | None = None
+    worker_start_cmd: str | None = None
+    worker_stop_cmd: str | None = None
+    template: str | None = None
+    extra_args: list = field(default_factory=list)
+    transport: str = "cli"
+    pause_after: int = DEFAULT_PAUSE_AFTER
+    keep_dirs: int = 20
+    modules: list = field(default_factory=list)
+    env: dict = field(default_factory=dict)
+    profile: str | None = None
+    login_host: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "QueueParams":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def validate(self) -> "QueueParams":
+        if self.time_limit <= 0:
+            raise UsageError("--time-limit must be more than zero")
+        for name in ("backlog", "workers_per_alloc"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_worker_count is not None and self.max_worker_count < self.workers_per_alloc:
+            raise UsageError(
+                f"--max-worker-count {self.max_worker_count} is less than --workers-per-alloc "
+                f"{self.workers_per_alloc}: no allocation could ever be submitted")
+        for name in ("partition", "account", "qos"):
+            check_word(getattr(self, name), f"--{name}")
+        if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?B?", self.mem, re.I):
+            raise UsageError(f"invalid --mem {self.mem!r}: use e.g. 4G or 500M")
+        return self
+
+
+@dataclass
+class EndReason:
+    """How an allocation ended, and whether that is the queue's fault."""
+
+    text: str
+    fault: bool

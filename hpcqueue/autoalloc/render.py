@@ -1,0 +1,79 @@
+"""Job scripts from Jinja templates.
+
+Templates are looked up in order: an explicit ``--template`` file (or a site
+profile's), then the site template dirs, then the packaged ``templates/``.
+The environment is sandboxed with ``StrictUndefined``: a template cannot reach
+Python internals, and a missing variable is an error naming the template, the
+line and the variable, not an empty string in a batch script.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import traceback
+from pathlib import Path
+
+from hpcqueue.exceptions import TemplateError
+
+PACKAGED = Path(__file__).resolve().parent.parent / "templates"
+
+
+def _environment(search: list[Path]):
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader([str(p) for p in search]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["shquote"] = lambda v: shlex.quote(str(v))
+    return env
+
+
+def _where(e: Exception, name: str) -> str:
+    """`template:line` of the innermost template frame in the traceback."""
+    lineno = getattr(e, "lineno", None)
+    filename = getattr(e, "filename", None) or getattr(e, "name", None)
+    if lineno is None:
+        for frame in reversed(traceback.extract_tb(e.__traceback__)):
+            if frame.filename.endswith(".j2") or frame.filename == name:
+                filename, lineno = frame.filename, frame.lineno
+                break
+    return f"{filename or name}:{lineno}" if lineno else str(filename or name)
+
+
+def render(template_name: str, context: dict, template_file: str | None = None,
+           site_dirs: list[Path] | None = None) -> str:
+    """Render `template_name` (e.g. ``slurm.sh.j2``), or `template_file` if given."""
+    import jinja2
+
+    search = list(site_dirs or []) + [PACKAGED]
+    if template_file is not None:
+        path = Path(os.path.expanduser(template_file))
+        if not path.is_file():
+            raise TemplateError(f"template {template_file} does not exist or is not a file")
+        search.insert(0, path.parent)
+        template_name = path.name
+    env = _environment(search)
+    try:
+        template = env.get_template(template_name)
+        return template.render(**context)
+    except jinja2.TemplateNotFound as e:
+        raise TemplateError(f"template {e.name} not found in {', '.join(map(str, search))}") \
+            from None
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateError(
+            f"template {e.filename or e.name or template_name} line {e.lineno}: {e.message}"
+        ) from None
+    except jinja2.UndefinedError as e:
+        raise TemplateError(
+            f"template {_where(e, template_name)}: {e.message}; the variables a template may "
+            f"use are: {', '.join(sorted(context))}"
+        ) from None
+    except jinja2.exceptions.SecurityError as e:
+        raise TemplateError(f"template {_where(e, template_name)}: not allowed: {e}") from None
+    except (TypeError, ValueError, ArithmeticError) as e:
+        raise TemplateError(f"template {_where(e, template_name)}: {e}") from None

@@ -1,0 +1,1 @@
+"""Scheduler dialects: what a job script says and how statuses read."""

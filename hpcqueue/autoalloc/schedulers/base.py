@@ -1,0 +1,121 @@
+"""The generic scheduler: the script context and the CLI dialect's hooks.
+
+A scheduler subclass supplies its template name, its submit/status/cancel
+commands and how to read their output, and how its job states map onto ours.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpcqueue.autoalloc.model import AllocState, EndReason, QueueParams
+from hpcqueue.exceptions import SchedulerError
+
+
+@dataclass
+class RawStatus:
+    """A job as the scheduler reports it."""
+
+    word: str            # the scheduler's own state word, e.g. RUNNING, Q, COMPLETED
+    reason: str = ""
+    exit_code: int | None = None
+
+
+def hms(seconds: float) -> str:
+    s = max(60, int(round(seconds)))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def worker_command(params: QueueParams) -> str:
+    """The shell command an allocation runs to start one worker."""
+    argv = [sys.executable, "-m", "hpcqueue", "worker", "start", "--on-server-lost", "reconnect",
+            "--idle-timeout", f"{params.idle_timeout:g}s"]
+    if params.cpus:
+        argv += ["--cpus", str(params.cpus)]
+    if params.gpus:
+        argv += ["--resource", f"gpus={params.gpus}"]
+    return shlex.join(argv)
+
+
+class Scheduler:
+    name = "generic"
+    template = "generic.sh.j2"
+    #: state words meaning the job waits in the queue / runs
+    queued_words: frozenset = frozenset()
+    running_words: frozenset = frozenset()
+
+    def time(self, seconds: float) -> str:
+        return hms(seconds)
+
+    def context(self, params: QueueParams, queue_id: int, alloc_id: str, alloc_dir: Path,
+                server_dir: Path) -> dict:
+        return {
+            "name": f"hpcq-{queue_id}-{alloc_id.split('.')[-1]}",
+            "queue_id": queue_id,
+            "alloc_id": alloc_id,
+            "alloc_dir": str(alloc_dir),
+            "server_dir": str(server_dir),
+            "stdout": str(alloc_dir / "stdout"),
+            "stderr": str(alloc_dir / "stderr"),
+            "time_limit": self.time(params.time_limit),
+            "time_limit_seconds": int(params.time_limit),
+            "workers_per_alloc": params.workers_per_alloc,
+            "partition": params.partition,
+            "account": params.account,
+            "qos": params.qos,
+            "cpus": params.cpus,
+            "gpus": params.gpus,
+            "mem": params.mem,
+            "extra_args": list(params.extra_args),
+            "worker_cmd": worker_command(params),
+            "worker_start_cmd": params.worker_start_cmd,
+            "worker_stop_cmd": params.worker_stop_cmd,
+            "env": dict(params.env),
+            "modules": list(params.modules),
+        }
+
+    # ------------------------------------------------------------- CLI dialect
+
+    def submit_argv(self, script: Path, hold: bool) -> list[str]:
+        raise NotImplementedError
+
+    def parse_submit(self, stdout: str, argv) -> str:
+        job_id = stdout.strip().splitlines()[-1].strip() if stdout.strip() else ""
+        if not job_id:
+            raise SchedulerError(f"`{shlex.join(argv)}` printed no job id", command=argv)
+        return job_id
+
+    def status_argv(self, job_ids: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def parse_status(self, stdout: str) -> dict[str, RawStatus]:
+        raise NotImplementedError
+
+    def status_error_means_gone(self, error: SchedulerError) -> bool:
+        """Whether a failed status call just means the jobs are no longer known."""
+        return False
+
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- states
+
+    def classify(self, raw: RawStatus | None, had_workers: bool):
+        """(our state, end reason or None) for a job's raw status (None: gone)."""
+        if raw is not None and raw.word in self.queued_words:
+            return AllocState.QUEUED, None
+        if raw is not None and raw.word in self.running_words:
+            return AllocState.RUNNING, None
+        return self.ended(raw, had_workers)
+
+    def ended(self, raw: RawStatus | None, had_workers: bool):
+        if raw is not None and raw.exit_code:
+            return AllocState.FAILED, EndReason(f"exit code {raw.exit_code}", True)
+        if not had_workers:
+            return AllocState.FAILED, EndReason("ended before any worker connected", True)
+        return AllocState.FINISHED, EndReason("completed", False)

@@ -1,0 +1,70 @@
+"""PBS (PBS Pro, OpenPBS, Torque): qsub, one qstat call for all allocations, qdel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpcqueue.autoalloc.model import AllocState, EndReason
+from hpcqueue.autoalloc.schedulers.base import RawStatus, Scheduler
+from hpcqueue.exceptions import SchedulerError
+
+
+class Pbs(Scheduler):
+    name = "pbs"
+    template = "pbs.sh.j2"
+    queued_words = frozenset({"Q", "H", "W", "T", "S", "U"})
+    running_words = frozenset({"R", "E", "B"})
+
+    def submit_argv(self, script: Path, hold: bool) -> list[str]:
+        # -o/-e on the command line too: Slurm's qsub wrapper ignores the #PBS lines
+        out = script.parent
+        return ["qsub"] + (["-h"] if hold else []) + [
+            "-o", str(out / "stdout"), "-e", str(out / "stderr"), str(script)]
+
+    def status_argv(self, job_ids: list[str]) -> list[str]:
+        return ["qstat", "-f"] + list(job_ids)
+
+    def parse_status(self, stdout: str) -> dict[str, RawStatus]:
+        """Read `qstat -f` blocks: 'Job Id: X' then 'key = value' lines."""
+        out: dict[str, RawStatus] = {}
+        current = None
+        for line in stdout.splitlines():
+            text = line.strip()
+            if text.startswith("Job Id:"):
+                current = text.split(":", 1)[1].strip()
+                out[current] = RawStatus("?")
+                continue
+            if current is None or " = " not in text:
+                continue
+            key, value = (p.strip() for p in text.split(" = ", 1))
+            if key == "job_state":
+                out[current].word = value
+            elif key in ("Exit_status", "exit_status"):
+                try:
+                    out[current].exit_code = int(value)
+                except ValueError:
+                    pass
+        # qstat may print ids with a server suffix; index both ways
+        for job_id in list(out):
+            short = job_id.split(".")[0]
+            out.setdefault(short, out[job_id])
+        return out
+
+    def status_error_means_gone(self, error: SchedulerError) -> bool:
+        text = (error.stderr or "") + (error.stdout or "")
+        if error.returncode == 153 and not text.strip():  # Torque-style: unknown job id
+            return True
+        return "Unknown Job Id" in text or "Invalid job id" in text or "unknown job" in text
+
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
+        return ["qdel"] + list(job_ids)
+
+    def ended(self, raw: RawStatus | None, had_workers: bool):
+        if raw is not None and raw.exit_code is not None:
+            code = raw.exit_code
+            if code == -11 or code == 271:  # PBS: walltime exceeded / killed by qdel
+                return AllocState.FINISHED, EndReason(
+                    "time limit reached" if code == -11 else "cancelled", False)
+            if code < 0:
+                return AllocState.FINISHED, EndReason(f"ended by PBS (status {code})", False)
+        return super().ended(raw, had_workers)

@@ -1,0 +1,249 @@
+"""The autoalloc loop: refresh statuses, decide, submit; journal every step.
+
+One cycle:
+1. refresh: one status call per scheduler and transport for all live
+   allocations of all queues, and an ``alloc_state`` event for each change;
+2. for each active queue, ask the policy how many allocations to submit, keep
+   the decision and its reason for ``alloc explain``, and submit them, backing
+   off after failed submissions.
+
+The loop wakes when tasks are submitted or workers come and go, and polls
+the scheduler every 2 s while an allocation is queued or booting, else every
+10 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from hpcqueue.autoalloc import backends, policy
+from hpcqueue.autoalloc.book import AllocQueue
+from hpcqueue.autoalloc.model import BACKOFF, AllocState, QueueParams, QueueState
+from hpcqueue.autoalloc.render import render
+from hpcqueue.exceptions import HpcqueueError, SchedulerError
+
+log = logging.getLogger("hpcqueue.autoalloc")
+FAST_POLL, SLOW_POLL = 2.0, 10.0
+
+
+def demand_of(state) -> list[policy.Demand]:
+    out = []
+    for job in state.ready_jobs():
+        if job.waiting:
+            out.append(policy.Demand(
+                job=job.id, count=job.waiting, cpus=job.cpus, gpus=job.res.get("gpus", 0),
+                time_request=job.time_request,
+                other=tuple(sorted(k for k, v in job.res.items() if k != "gpus" and v > 0))))
+    return out
+
+
+def limits_of(p: QueueParams) -> policy.Limits:
+    return policy.Limits(time_limit=p.time_limit, backlog=p.backlog,
+                         workers_per_alloc=p.workers_per_alloc,
+                         max_worker_count=p.max_worker_count, cpus=p.cpus, gpus=p.gpus)
+
+
+def in_flight(q: AllocQueue) -> policy.InFlight:
+    queued = running = booting = 0
+    for a in q.live():
+        if a.state is AllocState.QUEUED:
+            queued += 1
+        else:
+            running += 1
+            booting += max(0, a.expected - len(a.workers))
+    return policy.InFlight(queued, running, booting)
+
+
+def write_script(params: QueueParams, queue_id: int, alloc_id: str, alloc_dir: Path,
+                 server_dir: Path) -> Path:
+    sched = backends.scheduler(params.scheduler)
+    context = sched.context(params, queue_id, alloc_id, alloc_dir, server_dir)
+    text = render(sched.template, context, params.template)
+    alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    script = alloc_dir / "job.sh"
+    script.write_text(text)
+    script.chmod(0o700)
+    return script
+
+
+async def dry_run(params: QueueParams, server_dir: Path, transport=None) -> str:
+    """Render the script and submit it held, then cancel it: a bad partition or
+    account fails here, with the scheduler's own message."""
+    sched = backends.scheduler(params.scheduler)
+    transport = transport or backends.transport(params.scheduler, params.transport,
+                                                 **_transport_options(params))
+    where = server_dir / "autoalloc" / "dry-run"
+    script = write_script(params, 0, "dry-run", where, server_dir)
+    job_id = await transport.submit(sched, script, where, hold=True)
+    if job_id != "dry-run":
+        await transport.cancel(sched, [job_id])
+    return script.read_text()
+
+
+def _transport_options(params: QueueParams) -> dict:
+    return {"login_host": params.login_host} if params.transport == "ssh" else {}
+
+
+class AutoAlloc:
+    def __init__(self, core, server_dir: Path):
+        self.core = core
+        self.book = core.state.alloc
+        self.server_dir = server_dir
+        self.wake = asyncio.Event()
+        self._transports: dict = {}
+        self._last_poll = 0.0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self.run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def backend(self, params: QueueParams):
+        key = (params.scheduler, params.transport, params.login_host)
+        if key not in self._transports:
+            self._transports[key] = backends.transport(
+                params.scheduler, params.transport, **_transport_options(params))
+        return backends.scheduler(params.scheduler), self._transports[key]
+
+    # ------------------------------------------------------------- loop
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            self.wake.clear()
+            if not self.book.queues:
+                continue
+            try:
+                await self.cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug of ours must not stop autoalloc for good
+                log.exception("autoalloc cycle failed")
+
+    def _poll_interval(self) -> float:
+        for q in self.book.queues.values():
+            for a in q.live():
+                if a.state is AllocState.QUEUED or len(a.workers) < a.expected:
+                    return FAST_POLL
+        return SLOW_POLL
+
+    async def cycle(self) -> None:
+        now = time.monotonic()
+        if now - self._last_poll >= self._poll_interval():
+            self._last_poll = now
+            await self.refresh()
+        for q in list(self.book.queues.values()):
+            if q.state is QueueState.ACTIVE:
+                await self.scale(q)
+
+    async def refresh(self) -> None:
+        """One status call per backend for every live allocation of every queue."""
+        groups: dict = {}
+        for q in self.book.queues.values():
+            for a in q.live():
+                groups.setdefault((q.params.scheduler, q.params.transport, q.params.login_host),
+                                  (q.params, []))[1].append(a)
+        for params, allocs in groups.values():
+            sched, transport = self.backend(params)
+            if hasattr(transport, "remember"):
+                for a in allocs:
+                    transport.remember(a.job_id, Path(a.dir))
+            try:
+                raw = await transport.status(sched, [a.job_id for a in allocs])
+            except HpcqueueError as e:
+                log.warning("cannot read allocation statuses: %s", e)
+                continue
+            for a in allocs:
+                if not a.live:
+                    continue
+                state, end = sched.classify(raw.get(a.job_id), bool(a.workers))
+                if state is a.state:
+                    continue
+                if state is AllocState.RUNNING and a.state is AllocState.QUEUED:
+                    self.record_state(a, state)
+                elif end is not None:
+                    self.record_state(a, state, end.text, end.fault)
+
+    def record_state(self, a, state: AllocState, reason=None, fault=False) -> None:
+        self.core.record({"e": "alloc_state", "id": a.id, "state": state.value,
+                          "reason": reason, "fault": fault, "t": time.time()})
+        log.info("allocation %s (job %s): %s%s", a.id, a.job_id, state.value,
+                 f" ({reason})" if reason else "")
+
+    # ------------------------------------------------------------- scaling
+
+    async def scale(self, q: AllocQueue) -> None:
+        decision = policy.decide(demand_of(self.core.state), limits_of(q.params), in_flight(q))
+        if decision.submit and q.submit_failures:
+            delay = BACKOFF[min(q.submit_failures, len(BACKOFF) - 1)]
+            wait = q.last_failure + delay - time.time()
+            if wait > 0:
+                decision = policy.Decision(0, f"backing off after {q.submit_failures} failed "
+                                              f"submission(s): next try in {wait:.0f}s",
+                                           decision.unfit)
+        self.note(q, decision)
+        for _ in range(decision.submit):
+            if not await self.submit(q):
+                break
+
+    def note(self, q: AllocQueue, d: policy.Decision) -> None:
+        last = q.decisions[-1] if q.decisions else None
+        if last is None or last[1:] != (d.submit, d.reason, d.unfit):
+            q.decisions.append((time.time(), d.submit, d.reason, d.unfit))
+
+    async def submit(self, q: AllocQueue) -> bool:
+        alloc_id = f"{q.id}.{q.next_alloc}"
+        q.next_alloc += 1  # the alloc_new event sets it too; this covers a failed try
+        alloc_dir = self.server_dir / "autoalloc" / str(q.id) / alloc_id.split(".")[1]
+        sched, transport = self.backend(q.params)
+        try:
+            script = write_script(q.params, q.id, alloc_id, alloc_dir, self.server_dir)
+            job_id = await transport.submit(sched, script, alloc_dir)
+        except HpcqueueError as e:
+            log.warning("queue %d: cannot submit an allocation: %s", q.id, e)
+            self.core.record({"e": "alloc_submit_failed", "queue": q.id, "error": str(e),
+                              "t": time.time()})
+            try:
+                (alloc_dir / "submit-error").write_text(str(e) + "\n")
+            except OSError:
+                pass
+            return False
+        (alloc_dir / "job_id").write_text(job_id + "\n")
+        self.core.record({"e": "alloc_new", "queue": q.id, "id": alloc_id, "job_id": job_id,
+                          "dir": str(alloc_dir), "workers": q.params.workers_per_alloc,
+                          "t": time.time()})
+        log.info("queue %d: submitted allocation %s (%s job %s)", q.id, alloc_id,
+                 q.params.scheduler, job_id)
+        self.trim(q)
+        return True
+
+    def trim(self, q: AllocQueue) -> None:
+        """Keep the folders of the last `keep_dirs` ended allocations."""
+        ended = sorted((a for a in q.allocations.values() if not a.live),
+                       key=lambda a: a.ended or 0)
+        for a in ended[:-q.params.keep_dirs or None] if len(ended) > q.params.keep_dirs else []:
+            shutil.rmtree(a.dir, ignore_errors=True)
+
+    async def cancel_all(self, q: AllocQueue) -> list[str]:
+        live = q.live()
+        if not live:
+            return []
+        sched, transport = self.backend(q.params)
+        try:
+            await transport.cancel(sched, [a.job_id for a in live])
+        except SchedulerError as e:
+            log.warning("queue %d: cancelling allocations: %s", q.id, e)
+        return [a.id for a in live]

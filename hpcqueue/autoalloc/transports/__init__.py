@@ -1,0 +1,1 @@
+"""Transports: how a rendered script reaches the scheduler."""

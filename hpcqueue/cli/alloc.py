@@ -1,0 +1,234 @@
+"""`hpcqueue alloc ...`: allocation queues."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hpcqueue.cli.common import (
+    DURATION, get_server_dir, output_option, print_fields, print_json, print_table, request,
+    server_dir_option, when,
+)
+from hpcqueue.model import format_duration
+
+SCHEDULER_NAMES = ["slurm", "pbs", "local"]
+
+
+def queue_options(fn):
+    options = [
+        click.argument("scheduler", type=click.Choice(SCHEDULER_NAMES)),
+        click.option("--name", help="A name for the queue."),
+        click.option("--time-limit", type=DURATION, required=True,
+                     help="Wall time of each allocation."),
+        click.option("--backlog", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Allocations that may wait in the scheduler's queue at once."),
+        click.option("--workers-per-alloc", type=click.IntRange(min=1), default=1,
+                     show_default=True, help="Nodes per allocation, one worker each."),
+        click.option("--max-worker-count", type=click.IntRange(min=1),
+                     help="Hard limit on this queue's workers, queued and running."),
+        click.option("--idle-timeout", type=DURATION, default="5m", show_default=True,
+                     help="Workers exit after being idle this long."),
+        click.option("--partition", help="Slurm partition / PBS queue."),
+        click.option("--account", help="Account to charge."),
+        click.option("--qos", help="Quality of service (Slurm)."),
+        click.option("--cpus", type=click.IntRange(min=1), help="CPUs per worker."),
+        click.option("--gpus", type=click.IntRange(min=0), help="GPUs per worker."),
+        click.option("--mem", help="Memory per node, e.g. 4G."),
+        click.option("--worker-start-cmd", help="Shell command run before the worker starts."),
+        click.option("--worker-stop-cmd", help="Shell command run after the worker stops."),
+        click.option("--template", type=click.Path(dir_okay=False),
+                     help="A Jinja template to use instead of the packaged one."),
+        click.option("--transport", type=click.Choice(["cli"]), default="cli",
+                     show_default=True, help="How scripts reach the scheduler."),
+        click.option("--pause-after", type=click.IntRange(min=1), default=3, show_default=True,
+                     help="Pause the queue after this many of its own failures in a row."),
+        click.argument("extra_args", nargs=-1, type=click.UNPROCESSED),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def build_params(opts: dict):
+    import os
+
+    from hpcqueue.autoalloc.model import QueueParams
+
+    template = opts.get("template")
+    params = QueueParams(
+        scheduler=opts["scheduler"], time_limit=opts["time_limit"], name=opts.get("name"),
+        backlog=opts["backlog"], workers_per_alloc=opts["workers_per_alloc"],
+        max_worker_count=opts.get("max_worker_count"), idle_timeout=opts["idle_timeout"],
+        partition=opts.get("partition"), account=opts.get("account"), qos=opts.get("qos"),
+        cpus=opts.get("cpus"), gpus=opts.get("gpus"), mem=opts.get("mem"),
+        worker_start_cmd=opts.get("worker_start_cmd"),
+        worker_stop_cmd=opts.get("worker_stop_cmd"),
+        template=os.path.abspath(template) if template else None,
+        extra_args=list(opts.get("extra_args") or ()), transport=opts["transport"],
+        pause_after=opts["pause_after"],
+    )
+    return params.validate()
+
+
+@click.group()
+@server_dir_option
+def alloc():
+    """Allocation queues: the server submits batch jobs that boot workers."""
+
+
+@alloc.command()
+@server_dir_option
+@queue_options
+@click.option("--no-dry-run", is_flag=True,
+              help="Skip the test submission (held, then cancelled) at add time.")
+@click.pass_context
+def add(ctx, no_dry_run, **opts):
+    """Add an allocation queue: `alloc add slurm --partition cpu --time-limit 1h`.
+
+    Extra scheduler arguments go after `--`; each becomes a directive line.
+    """
+    params = build_params(opts)
+    r = request(ctx, "alloc_add", timeout=180, params=params.to_dict(),
+                dry_run=not no_dry_run)
+    click.echo(f"allocation queue {r['queue']} added"
+               + ("" if no_dry_run else " (dry run passed)"))
+
+
+@alloc.command("dry-run")
+@server_dir_option
+@queue_options
+@click.pass_context
+def dry_run_cmd(ctx, **opts):
+    """Print the script a queue would submit, and submit it held and cancel it."""
+    import asyncio
+
+    from hpcqueue.autoalloc.service import dry_run
+
+    params = build_params(opts)
+    script = asyncio.run(dry_run(params, get_server_dir(ctx)))
+    sys.stdout.write(script)
+    click.echo("dry run passed: the scheduler accepted the script", err=True)
+
+
+def _queue_ref(value: str):
+    return int(value) if value.isdigit() else value
+
+
+@alloc.command("list")
+@server_dir_option
+@output_option
+@click.pass_context
+def list_(ctx, output):
+    """Allocation queues, with their state and allocations."""
+    rows = request(ctx, "alloc_list")["queues"]
+    if output == "json":
+        return print_json(rows)
+    print_table(["ID", "NAME", "SCHEDULER", "STATE", "QUEUED", "RUNNING", "WORKERS", "REASON"],
+                [[q["id"], q["name"], q["scheduler"], q["state"], q["queued"], q["running"],
+                  q["workers"], q["pause_reason"] or q["last_error"]] for q in rows])
+
+
+@alloc.command()
+@server_dir_option
+@click.argument("queue")
+@output_option
+@click.pass_context
+def info(ctx, queue, output):
+    """A queue's parameters and its allocations with their states and times."""
+    q = request(ctx, "alloc_info", queue=_queue_ref(queue))
+    q.pop("ok", None)
+    if output == "json":
+        return print_json(q)
+    p = q["params"]
+    print_fields([
+        ("queue", q["id"]), ("name", q["name"]), ("scheduler", q["scheduler"]),
+        ("state", q["state"]), ("reason", q["pause_reason"]),
+        ("time limit", format_duration(p["time_limit"])), ("backlog", p["backlog"]),
+        ("workers per alloc", p["workers_per_alloc"]),
+        ("max worker count", p["max_worker_count"]),
+        ("idle timeout", format_duration(p["idle_timeout"])), ("partition", p["partition"]),
+        ("account", p["account"]), ("last error", q["last_error"]),
+    ])
+    print_table(["ALLOC", "JOB ID", "STATE", "WORKERS", "SUBMITTED", "STARTED", "ENDED",
+                 "REASON"],
+                [[a["id"], a["job_id"], a["state"], a["workers"], when(a["submitted"]),
+                  when(a["started"]), when(a["ended"]), a["reason"]]
+                 for a in q["allocations"]])
+
+
+@alloc.command()
+@server_dir_option
+@click.argument("queue")
+@click.pass_context
+def pause(ctx, queue):
+    """Stop submitting allocations for a queue."""
+    request(ctx, "alloc_pause", queue=_queue_ref(queue))
+    click.echo(f"queue {queue} paused")
+
+
+@alloc.command()
+@server_dir_option
+@click.argument("queue")
+@click.pass_context
+def resume(ctx, queue):
+    """Submit allocations for a paused queue again (clears its failure count)."""
+    request(ctx, "alloc_resume", queue=_queue_ref(queue))
+    click.echo(f"queue {queue} resumed")
+
+
+@alloc.command()
+@server_dir_option
+@click.argument("queue")
+@click.option("--force", is_flag=True, help="Cancel its allocations now instead of letting "
+                                            "them drain.")
+@click.pass_context
+def remove(ctx, queue, force):
+    """Remove a queue: its allocations drain, or with --force are cancelled."""
+    r = request(ctx, "alloc_remove", timeout=120, queue=_queue_ref(queue), force=force)
+    if r["cancelled"]:
+        click.echo(f"queue {r['queue']} removed; cancelled {' '.join(r['cancelled'])}")
+    elif r["draining"]:
+        click.echo(f"queue {r['queue']} removed; draining {' '.join(r['draining'])}")
+    else:
+        click.echo(f"queue {r['queue']} removed")
+
+
+@alloc.command()
+@server_dir_option
+@click.argument("queue")
+@output_option
+@click.pass_context
+def explain(ctx, queue, output):
+    """Why the queue submits (or does not submit) allocations: recent decisions."""
+    r = request(ctx, "alloc_explain", queue=_queue_ref(queue))
+    r.pop("ok", None)
+    if output == "json":
+        return print_json(r)
+    click.echo(f"queue {r['queue']} is {r['state']}"
+               + (f": {r['pause_reason']}" if r["pause_reason"] else ""))
+    now = r["now"]
+    click.echo(f"now: submit {now['submit']}: {now['reason']}")
+    for line in now["unfit"]:
+        click.echo(f"  {line}")
+    if r["decisions"]:
+        click.echo("recent decisions:")
+    for d in r["decisions"][-10:]:
+        click.echo(f"  {when(d['t'])}  submit {d['submit']}: {d['reason']}")
+
+
+@alloc.command()
+@server_dir_option
+@click.argument("alloc_id")
+@click.argument("stream", type=click.Choice(["stdout", "stderr", "script"]))
+@click.pass_context
+def log(ctx, alloc_id, stream):
+    """Print an allocation's stdout, stderr or the exact script submitted."""
+    path = request(ctx, "alloc_log", alloc=alloc_id, stream=stream)["path"]
+    try:
+        with open(path, "rb") as f:
+            sys.stdout.buffer.write(f.read())
+    except FileNotFoundError:
+        click.echo(f"hpcqueue: {path} does not exist (yet)", err=True)
+        return 1
+    return 0
