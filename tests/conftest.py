@@ -115,3 +115,30 @@ def cluster(tmp_path):
     c = Cluster(tmp_path)
     yield c
     c.close()
+
+
+def _have(cmd: list[str]) -> bool:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def require(what: str, cmd: list[str]) -> None:
+    """Skip a test without its real peer; in CI (CI=true) that is a failure instead."""
+    if _have(cmd):
+        return
+    message = f"{what} is not available (`{' '.join(cmd)}` failed)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message}: CI must bring it up (bash ci/slurm.sh up)", pytrace=False)
+    pytest.skip(f"{message}: run `bash ci/slurm.sh up` as root to test against it")
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    require("Slurm", ["sinfo", "--noheader"])
+
+
+@pytest.fixture(scope="session")
+def pbs_wrappers(slurm):
+    require("the PBS wrappers (slurm-wlm-torque)", ["sh", "-c", "command -v qsub && command -v qstat"])

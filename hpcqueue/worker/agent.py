@@ -28,6 +28,8 @@ from hpcqueue.worker.runner import Runner
 log = logging.getLogger("hpcqueue.worker")
 END_MARGIN = 5.0  # seconds before the batch job's end at which a worker leaves
 RECONNECT_DELAYS = (0.5, 1, 2, 5, 10)
+SIGNAL_GRACE = 1.0  # seconds a task killed by a signal waits before it is reported
+_SIGNAL_CODES = frozenset({-signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT, -signal.SIGHUP})
 
 
 @dataclass
@@ -238,6 +240,19 @@ class Worker:
             self._writer.write(self._crypto.seal(message))
 
     def _report(self, row) -> None:
+        code, msg = row[3], row[6] or ""
+        if code in _SIGNAL_CODES and "time limit" not in msg:
+            # scancel/qdel signal the tasks and the worker together: wait a moment, so that
+            # a task killed along with its worker goes back to the queue, not to `failed`
+            asyncio.get_running_loop().call_later(SIGNAL_GRACE, self._report_late, row)
+            return
+        self._report_now(row)
+
+    def _report_late(self, row) -> None:
+        if not self.signalled:
+            self._report_now(row)
+
+    def _report_now(self, row) -> None:
         self._pending.append(row)
         if not self._flush_scheduled:
             self._flush_scheduled = True

@@ -1,0 +1,22 @@
+#!/bin/bash
+#PBS -N hpcq-3-7
+#PBS -o /srv/hpcq/autoalloc/3/7/stdout
+#PBS -e /srv/hpcq/autoalloc/3/7/stderr
+#PBS -l walltime=01:00:00
+#PBS -l select=2:ncpus=8:ngpus=1:mem=32G
+#PBS -q workq
+#PBS -A proj
+#PBS -l place=scatter
+
+# allocation 3.7 of queue 3, made by hpcqueue
+export HPCQUEUE_ALLOC_ID=3.7
+export HPCQUEUE_SERVER_DIR=/srv/hpcq
+
+# one worker per node of the allocation
+while read -r node; do
+    pbsdsh -h "$node" -- /bin/bash -c '/opt/python/bin/python3 -m hpcqueue worker start --on-server-lost reconnect --idle-timeout 300s --cpus 8 --resource gpus=1' &
+done < <(sort -u "$PBS_NODEFILE")
+wait
+status=$?
+exit $status
+

@@ -1,0 +1,15 @@
+#!/bin/bash
+#PBS -N hpcq-3-7
+#PBS -o /srv/hpcq/autoalloc/3/7/stdout
+#PBS -e /srv/hpcq/autoalloc/3/7/stderr
+#PBS -l walltime=01:00:00
+#PBS -l select=1
+
+# allocation 3.7 of queue 3, made by hpcqueue
+export HPCQUEUE_ALLOC_ID=3.7
+export HPCQUEUE_SERVER_DIR=/srv/hpcq
+
+/opt/python/bin/python3 -m hpcqueue worker start --on-server-lost reconnect --idle-timeout 300s
+status=$?
+exit $status
+

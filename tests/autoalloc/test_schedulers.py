@@ -1,0 +1,90 @@
+"""Scheduler dialects: commands, status parsing and how allocations ended.
+
+The outputs below are what Slurm 22.05 and its PBS wrappers print (recorded on
+the CI cluster); the real commands are exercised in test_slurm.py.
+"""
+
+from pathlib import Path
+
+from hpcqueue.autoalloc import backends
+from hpcqueue.autoalloc.model import AllocState
+from hpcqueue.autoalloc.schedulers.base import RawStatus
+from hpcqueue.exceptions import SchedulerError
+
+SQUEUE = """11|FAILED|NonZeroExitCode|768|
+12|CANCELLED|None|15|
+13|TIMEOUT|TimeLimit|15|
+10|COMPLETED|None|0|
+20|PENDING|Priority|0|
+21|RUNNING|None|0|
+"""
+
+
+def test_slurm_status_one_call_for_many_jobs():
+    slurm = backends.scheduler("slurm")
+    argv = slurm.status_argv(["10", "11", "12"])
+    assert argv[0] == "squeue" and "--jobs=10,11,12" in argv and "--states=all" in argv
+    st = slurm.parse_status(SQUEUE)
+    assert st["11"].word == "FAILED" and st["11"].exit_code == 3
+    assert st["12"].exit_code == 128 + 15
+
+
+def test_slurm_classification():
+    slurm = backends.scheduler("slurm")
+    st = slurm.parse_status(SQUEUE)
+    assert slurm.classify(st["20"], False) == (AllocState.QUEUED, None)
+    assert slurm.classify(st["21"], False) == (AllocState.RUNNING, None)
+    state, end = slurm.classify(st["10"], True)
+    assert state is AllocState.FINISHED and not end.fault
+    state, end = slurm.classify(st["10"], False)
+    assert state is AllocState.FAILED and end.fault and "before any worker" in end.text
+    for job, text in (("12", "cancelled"), ("13", "time limit")):
+        state, end = slurm.classify(st[job], False)
+        assert state is AllocState.FINISHED and not end.fault and text in end.text
+    state, end = slurm.classify(st["11"], True)
+    assert state is AllocState.FAILED and end.fault
+    for word in ("PREEMPTED", "NODE_FAIL"):
+        assert not slurm.classify(RawStatus(word), False)[1].fault
+    state, end = slurm.classify(None, True)  # gone from squeue after MinJobAge
+    assert state is AllocState.FINISHED
+
+
+def test_slurm_unknown_single_id_means_gone():
+    slurm = backends.scheduler("slurm")
+    err = SchedulerError("x", returncode=1,
+                         stderr="slurm_load_jobs error: Invalid job id specified\n")
+    assert slurm.status_error_means_gone(err)
+    assert not slurm.status_error_means_gone(SchedulerError("x", returncode=1, stderr="boom"))
+
+
+def test_slurm_submit_and_cancel_commands():
+    slurm = backends.scheduler("slurm")
+    assert slurm.submit_argv(Path("/a/job.sh"), hold=True) == \
+        ["sbatch", "--parsable", "--hold", "/a/job.sh"]
+    assert slurm.parse_submit("123;cluster\n", []) == "123"
+    assert slurm.cancel_argv(["1", "2"]) == ["scancel", "1", "2"]
+    assert slurm.time(90000) == "1-01:00:00" and slurm.time(30) == "00:01:00"
+
+
+QSTAT_F = """Job Id: 20
+    Job_Name = hpcq-1-1
+    job_state = R
+    queue = debug
+Job Id: 21.server
+    job_state = C
+    Exit_status = 0
+Job Id: 22
+    job_state = Q
+"""
+
+
+def test_pbs_status_and_commands():
+    pbs = backends.scheduler("pbs")
+    st = pbs.parse_status(QSTAT_F)
+    assert pbs.classify(st["20"], False)[0] is AllocState.RUNNING
+    assert pbs.classify(st["21"], True)[0] is AllocState.FINISHED
+    assert pbs.classify(st["22"], False)[0] is AllocState.QUEUED
+    argv = pbs.submit_argv(Path("/a/1/job.sh"), hold=False)
+    assert argv[0] == "qsub" and argv[-1] == "/a/1/job.sh" and "/a/1/stdout" in argv
+    assert pbs.status_error_means_gone(SchedulerError("x", returncode=153))
+    assert pbs.classify(RawStatus("F", exit_code=-11), True)[1].text == "time limit reached"

@@ -1,0 +1,183 @@
+"""The autoalloc loop with a fake transport: submissions, backoff, auto-pause, replay."""
+
+import asyncio
+import time
+
+from hpcqueue.autoalloc.model import AllocState, QueueParams, QueueState
+from hpcqueue.autoalloc.schedulers.base import RawStatus
+from hpcqueue.autoalloc.service import AutoAlloc
+from hpcqueue.exceptions import SchedulerError
+from hpcqueue.server.core import Core
+from hpcqueue.state import ServerState, restore
+
+
+class FakeTransport:
+    def __init__(self, fail=None):
+        self.fail = fail
+        self.submitted = []
+        self.statuses = {}
+        self.cancelled = []
+        self.status_calls = 0
+
+    async def submit(self, scheduler, script, cwd, hold=False):
+        if self.fail:
+            raise SchedulerError(self.fail)
+        job_id = str(100 + len(self.submitted))
+        self.submitted.append(script.read_text())
+        self.statuses[job_id] = RawStatus("PENDING")
+        return job_id
+
+    async def status(self, scheduler, job_ids):
+        self.status_calls += 1
+        return {j: self.statuses[j] for j in job_ids if j in self.statuses}
+
+    async def cancel(self, scheduler, job_ids):
+        self.cancelled += job_ids
+
+
+class Harness:
+    def __init__(self, tmp_path, transport):
+        self.events = []
+        self.core = Core(ServerState())
+        original = self.core.record
+
+        def record(ev):
+            self.events.append(ev)
+            original(ev)
+
+        self.core.record = record
+        self.aa = AutoAlloc(self.core, tmp_path)
+        self.aa.backend = lambda params: (self._sched(params), transport)
+        self.core.autoalloc = self.aa
+
+    @staticmethod
+    def _sched(params):
+        from hpcqueue.autoalloc import backends
+        return backends.scheduler(params.scheduler)
+
+    def add_queue(self, **kw):
+        params = QueueParams(scheduler="slurm", time_limit=600, **kw)
+        self.core.record({"e": "aq_add", "id": 1, "params": params.to_dict(), "t": time.time()})
+        return self.core.state.alloc.queues[1]
+
+    def submit_job(self, n, **kw):
+        spec = {"cmd": ["true"], "ids": [[1, n, 1]], "cpus": 1, **kw}
+        return self.core.submit(spec)
+
+
+def test_submits_against_the_backlog_and_records_allocations(tmp_path):
+    async def main():
+        t = FakeTransport()
+        h = Harness(tmp_path, t)
+        q = h.add_queue(backlog=2, max_worker_count=2, partition="cpu")
+        h.submit_job(50)
+        await h.aa.cycle()
+        assert len(t.submitted) == 2
+        assert "#SBATCH --partition=cpu" in t.submitted[0]
+        assert [a.state for a in q.allocations.values()] == [AllocState.QUEUED] * 2
+        assert (tmp_path / "autoalloc/1/1/job.sh").exists()
+        assert (tmp_path / "autoalloc/1/1/job_id").read_text() == "100\n"
+        await h.aa.cycle()
+        assert len(t.submitted) == 2  # backlog and worker limit hold
+        assert "backlog is full" in q.decisions[-1][2]
+        # the allocations start and end; with no worker ever connected that is a fault
+        for job_id in ("100", "101"):
+            t.statuses[job_id] = RawStatus("COMPLETED")
+        h.aa._last_poll = 0
+        await h.aa.refresh()
+        assert {a.state for a in q.allocations.values()} == {AllocState.FAILED}
+        assert q.faults_in_row == 2
+        assert t.status_calls == 1  # one call for both allocations
+    asyncio.run(main())
+
+
+def test_worker_connect_marks_running_and_cancel_is_not_a_fault(tmp_path):
+    async def main():
+        t = FakeTransport()
+        h = Harness(tmp_path, t)
+        q = h.add_queue(backlog=1)
+        h.submit_job(5)
+        await h.aa.cycle()
+        h.core.record({"e": "worker", "id": 1, "info": {"cpus": 1, "alloc": "1.1"},
+                       "t": time.time()})
+        a = q.allocations["1.1"]
+        assert a.state is AllocState.RUNNING and a.workers == {1}
+        t.statuses["100"] = RawStatus("CANCELLED")
+        h.aa._last_poll = 0
+        await h.aa.refresh()
+        assert a.state is AllocState.FINISHED and a.reason == "cancelled" and not a.fault
+        assert q.state is QueueState.ACTIVE and q.faults_in_row == 0
+    asyncio.run(main())
+
+
+def test_failed_submissions_back_off_then_pause(tmp_path):
+    async def main():
+        t = FakeTransport(fail="sbatch: error: invalid partition specified: nosuch")
+        h = Harness(tmp_path, t)
+        q = h.add_queue(backlog=3, pause_after=3)
+        h.submit_job(10)
+        await h.aa.cycle()
+        assert q.submit_failures == 1 and "invalid partition" in q.last_error
+        await h.aa.cycle()  # inside the 60 s backoff: no new try
+        assert q.submit_failures == 1 and "backing off" in q.decisions[-1][2]
+        q.last_failure -= 3600
+        await h.aa.cycle()
+        q.last_failure -= 3600
+        await h.aa.cycle()
+        assert q.state is QueueState.PAUSED
+        assert "3 failures in a row" in q.pause_reason and "alloc resume" in q.pause_reason
+        h.core.record({"e": "aq_resume", "id": 1, "t": time.time()})
+        assert q.state is QueueState.ACTIVE and q.submit_failures == 0
+    asyncio.run(main())
+
+
+def test_task_too_long_for_the_queue_submits_nothing(tmp_path):
+    async def main():
+        t = FakeTransport()
+        h = Harness(tmp_path, t)
+        q = h.add_queue()
+        h.submit_job(1, time_request=7200)
+        await h.aa.cycle()
+        assert t.submitted == []
+        assert "--time-request 2h00m00s" in q.decisions[-1][3][0]
+    asyncio.run(main())
+
+
+def test_queues_and_allocations_come_back_from_the_journal(tmp_path):
+    async def main():
+        t = FakeTransport()
+        h = Harness(tmp_path, t)
+        h.add_queue(backlog=1, name="cpu")
+        h.submit_job(5)
+        await h.aa.cycle()
+        h.core.record({"e": "worker", "id": 1, "info": {"cpus": 1, "alloc": "1.1"},
+                       "t": time.time()})
+        state = restore(h.events + [{"e": "server", "t": time.time()}])
+        q = state.alloc.queues[1]
+        assert q.params.name == "cpu" and q.state is QueueState.ACTIVE
+        a = q.allocations["1.1"]
+        assert a.state is AllocState.RUNNING and a.job_id == "100"
+        assert a.live_workers == set()  # the old worker is gone; a reconnect relinks it
+        state.apply({"e": "worker", "id": 2, "info": {"cpus": 1, "alloc": "1.1"}, "t": 1.0})
+        assert a.live_workers == {2}
+        assert q.next_alloc == 2
+    asyncio.run(main())
+
+
+def test_remove_force_cancels_and_drains(tmp_path):
+    async def main():
+        t = FakeTransport()
+        h = Harness(tmp_path, t)
+        q = h.add_queue(backlog=2)
+        h.submit_job(10)
+        await h.aa.cycle()
+        cancelled = await h.aa.cancel_all(q)
+        h.core.record({"e": "aq_remove", "id": 1, "force": True, "t": time.time()})
+        assert sorted(t.cancelled) == ["100", "101"] and len(cancelled) == 2
+        assert q.state is QueueState.DRAINING
+        for j in ("100", "101"):
+            t.statuses[j] = RawStatus("CANCELLED")
+        h.aa._last_poll = 0
+        await h.aa.refresh()
+        assert q.state is QueueState.REMOVED
+    asyncio.run(main())
