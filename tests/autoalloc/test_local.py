@@ -1,0 +1,41 @@
+"""The local scheduler: allocations are worker processes on this machine."""
+
+import json
+
+from conftest import wait_for
+
+
+def test_local_queue_runs_tasks_and_scales_down(cluster):
+    cluster.start_server()
+    p = cluster.hq("alloc", "add", "local", "--time-limit", "10m", "--idle-timeout", "2s",
+                   "--backlog", "1", "--max-worker-count", "2", "--workers-per-alloc", "2")
+    assert "allocation queue 1 added" in p.stdout
+    cluster.hq("submit", "--array", "1-20", "--stdout", "none", "--", "true")
+    assert "20 finished" in cluster.hq("job", "wait", "all", timeout=60).stdout
+
+    def ended():
+        info = json.loads(cluster.hq("alloc", "info", "1", "--output", "json").stdout)
+        return [a for a in info["allocations"] if a["state"] != "queued" and a["ended"]]
+
+    done = wait_for(ended, timeout=30, what="the local allocation to end")
+    assert done[0]["state"] == "finished" and done[0]["workers"] == 2
+    assert len(json.loads(cluster.hq("alloc", "info", "1", "--output", "json").stdout)
+               ["allocations"]) == 1
+    assert "idle for 2s" in cluster.hq("alloc", "log", "1.1", "stderr").stdout
+
+
+def test_local_queue_pause_resume_remove(cluster):
+    cluster.start_server()
+    cluster.hq("alloc", "add", "local", "--time-limit", "10m", "--name", "here")
+    cluster.hq("alloc", "pause", "here")
+    cluster.hq("submit", "--stdout", "none", "--", "true")
+    q = json.loads(cluster.hq("alloc", "list", "--output", "json").stdout)[0]
+    assert q["state"] == "paused" and q["pause_reason"] == "paused by `alloc pause`"
+    assert "paused" in cluster.hq("alloc", "explain", "here").stdout
+    cluster.hq("alloc", "resume", "here")
+    assert "1 finished" in cluster.hq("job", "wait", "all", timeout=60).stdout
+    assert "removed" in cluster.hq("alloc", "remove", "here", "--force").stdout
+    wait_for(lambda: json.loads(cluster.hq("alloc", "list", "--output", "json").stdout) == [],
+             timeout=30, what="the removed queue to drain")
+    p = cluster.hq("alloc", "info", "nosuch", check=False)
+    assert p.returncode == 1 and "no allocation queue nosuch" in p.stderr
