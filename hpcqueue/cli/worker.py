@@ -64,7 +64,7 @@ def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manage
         kind, job_id = batch.batch_job()
         if job_id:
             cfg.batch_job = f"{kind}:{job_id}"
-            cfg.end_time = batch.end_time()
+        cfg.end_time = batch.end_time()
     return asyncio.run(Worker(cfg).run())
 
 

@@ -17,6 +17,8 @@
 # allocation 3.7 of queue 3, made by hpcqueue
 export HPCQUEUE_ALLOC_ID=3.7
 export HPCQUEUE_SERVER_DIR=/srv/hpcq
+# when the allocation ends: workers never start a task that would not fit before it
+export HPCQUEUE_ALLOC_END=$(( $(date +%s) + 90000 ))
 export OMP_NUM_THREADS='1 2'
 module load python/3.11
 source /etc/profile.d/site.sh
