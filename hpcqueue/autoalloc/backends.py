@@ -20,6 +20,8 @@ SCHEDULERS = {
 TRANSPORTS = {
     "cli": "hpcqueue.autoalloc.transports.cli:CliTransport",
     "local": "hpcqueue.autoalloc.transports.local:LocalTransport",
+    "pyslurm": "hpcqueue.autoalloc.transports.pyslurm:PyslurmTransport",
+    "ssh": "hpcqueue.autoalloc.transports.ssh:SshTransport",
 }
 
 

@@ -10,6 +10,13 @@ from hpcqueue.exceptions import UsageError
 
 #: seconds to wait after the n-th submission failure in a row
 BACKOFF = (0, 60, 900, 1800, 3600)
+#: which transports can deliver a scheduler's scripts
+TRANSPORTS_FOR = {
+    "slurm": ("cli", "pyslurm", "ssh"),
+    "pbs": ("cli", "ssh"),
+    "sge": ("cli", "drmaa", "ssh"),
+    "local": ("cli",),
+}
 #: a queue pauses itself after this many failures of its own in a row
 DEFAULT_PAUSE_AFTER = 3
 
@@ -89,6 +96,12 @@ class QueueParams:
                 f"{self.workers_per_alloc}: no allocation could ever be submitted")
         for name in ("partition", "account", "qos"):
             check_word(getattr(self, name), f"--{name}")
+        allowed = TRANSPORTS_FOR.get(self.scheduler, ("cli",))
+        if self.transport not in allowed:
+            raise UsageError(f"--transport {self.transport} does not work with {self.scheduler}: "
+                             f"use one of {', '.join(allowed)}")
+        if self.transport == "ssh" and not self.login_host:
+            raise UsageError("--transport ssh needs --login-host HOST")
         if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?B?", self.mem, re.I):
             raise UsageError(f"invalid --mem {self.mem!r}: use e.g. 4G or 500M")
         return self

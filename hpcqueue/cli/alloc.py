@@ -39,8 +39,10 @@ def queue_options(fn):
         click.option("--worker-stop-cmd", help="Shell command run after the worker stops."),
         click.option("--template", type=click.Path(dir_okay=False),
                      help="A Jinja template to use instead of the packaged one."),
-        click.option("--transport", type=click.Choice(["cli"]), default="cli",
-                     show_default=True, help="How scripts reach the scheduler."),
+        click.option("--transport", type=click.Choice(["cli", "pyslurm", "drmaa", "ssh"]),
+                     default="cli", show_default=True, help="How scripts reach the scheduler."),
+        click.option("--login-host", help="With --transport ssh: the host to run the "
+                                          "scheduler's commands on."),
         click.option("--pause-after", type=click.IntRange(min=1), default=3, show_default=True,
                      help="Pause the queue after this many of its own failures in a row."),
         click.argument("extra_args", nargs=-1, type=click.UNPROCESSED),
@@ -66,7 +68,7 @@ def build_params(opts: dict):
         worker_stop_cmd=opts.get("worker_stop_cmd"),
         template=os.path.abspath(template) if template else None,
         extra_args=list(opts.get("extra_args") or ()), transport=opts["transport"],
-        pause_after=opts["pause_after"],
+        pause_after=opts["pause_after"], login_host=opts.get("login_host"),
     )
     return params.validate()
 
