@@ -80,6 +80,10 @@ class ServerState:
         self.events_applied = 0
         #: allocation queues and allocations (events aq_* and alloc_*)
         self.alloc = AllocBook()
+        self._handlers = {name[4:]: getattr(self, name) for name in dir(self)
+                          if name.startswith("_on_")}
+        self._handlers.update({name[4:]: getattr(self.alloc, name) for name in dir(self.alloc)
+                               if name.startswith("_on_")})
 
     # ------------------------------------------------------------- dispatch order
 
@@ -106,11 +110,7 @@ class ServerState:
 
     def apply(self, ev: dict) -> None:
         self.events_applied += 1
-        kind = ev["e"]
-        if kind.startswith(("aq_", "alloc_")):
-            self.alloc.apply(ev)
-        else:
-            getattr(self, "_on_" + kind)(ev)
+        self._handlers[ev["e"]](ev)
 
     def _on_server(self, ev: dict) -> None:
         t = ev["t"]
@@ -172,17 +172,20 @@ class ServerState:
         t = ev["t"]
         wid = w.id
         tasks = ev["tasks"]
+        add = w.tasks.add
         for k in range(0, len(tasks), 2):
             job = self.jobs[tasks[k]]
             idxs = tasks[k + 1]
             jid = job.id
+            start = job.start
             for i in idxs:
-                job.start(i, wid, t)
-                w.tasks.add((jid, i))
+                start(i, wid, t)
+                add((jid, i))
             w.used_cpus += job.cpus * len(idxs)
             for name, count in job.res.items():
                 w.used_res[name] = w.used_res.get(name, 0) + count * len(idxs)
-            self._update_ready(job)
+            if job.counts[0] == 0:  # no task left waiting
+                self._update_ready(job)
 
     def _release(self, w: WorkerRecord, job: Job, i: int) -> bool:
         key = (job.id, i)
@@ -199,18 +202,28 @@ class ServerState:
         if w is None:
             return
         jobs = self.jobs
+        tasks = w.tasks
+        wid = w.id
         for job_id, i, inst, code, t0, t1, msg in ev["r"]:
             job = jobs.get(job_id)
             if job is None or job.state is None or job.state[i] != RUNNING:
                 continue  # a stale result: canceled, or from a previous instance
-            if job.starts[i] - 1 != inst or job.worker[i] != w.id:
+            if job.starts[i] - 1 != inst or job.worker[i] != wid:
                 continue
-            self._release(w, job, i)
+            key = (job_id, i)
+            if key not in tasks:
+                continue
+            tasks.discard(key)
+            w.used_cpus -= job.cpus
+            if job.res:
+                for name, count in job.res.items():
+                    w.used_res[name] -= count
             w.finished += 1
             job.finish(i, code, t0, t1, msg)
-            if job.waiting and job.id not in self.ready:
+            counts = job.counts  # waiting, running, ...
+            if counts[0] and job_id not in self.ready:
                 self._update_ready(job)
-            if job.running == 0:
+            if counts[1] == 0:
                 self._maybe_done(job, t1 or ev["t"])
 
     def _on_back(self, ev: dict) -> None:

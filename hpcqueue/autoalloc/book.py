@@ -1,6 +1,6 @@
 """Allocation queues and allocations as server state, changed only by events.
 
-Events (applied through ``ServerState.apply``):
+Events (``ServerState.apply`` routes them to the ``_on_*`` methods here):
 
 - ``aq_add``: a queue was added (``id``, ``params``)
 - ``aq_pause`` / ``aq_resume``: by hand, or automatically after failures (``reason``)
@@ -90,9 +90,6 @@ class AllocBook:
         self.queues: dict[int, AllocQueue] = {}
         self.next_queue_id = 1
         self.by_id: dict[str, Allocation] = {}
-
-    def apply(self, ev: dict) -> None:
-        getattr(self, "_on_" + ev["e"])(ev)
 
     # ------------------------------------------------------------- queues
 

@@ -33,25 +33,26 @@ class JournalReader:
                 f, raw=False, strict_map_key=False, max_buffer_size=1 << 30,
                 read_size=1 << 20,
             )
-            while True:
-                try:
-                    ev = unpacker.unpack()
-                except msgpack.OutOfData:
-                    break
-                except (ValueError, msgpack.UnpackException) as e:
-                    raise JournalError(
-                        f"journal {self.path} is damaged near byte "
-                        f"{HEADER_LEN + unpacker.tell()}: {e}; "
-                        "`hpcqueue journal export` shows what is readable before it"
-                    ) from None
-                if not isinstance(ev, dict) or "e" not in ev:
-                    raise JournalError(
-                        f"journal {self.path} holds a record that is not an event near byte "
-                        f"{self.good_end}: the file is damaged or not ours"
-                    )
-                self.good_end = HEADER_LEN + unpacker.tell()
-                self.count += 1
-                yield ev
+            count = 0
+            tell = unpacker.tell
+            end = 0  # where the last whole record ends (tell() after a torn one is past it)
+            try:
+                for ev in unpacker:  # iterating in C; a cut-short tail just ends it
+                    if type(ev) is not dict or "e" not in ev:
+                        raise JournalError(
+                            f"journal {self.path} holds a record that is not an event near "
+                            f"byte {HEADER_LEN + unpacker.tell()}: the file is damaged or not "
+                            "ours")
+                    count += 1
+                    end = tell()
+                    self.count = count
+                    self.good_end = HEADER_LEN + end
+                    yield ev
+            except (ValueError, msgpack.UnpackException) as e:
+                raise JournalError(
+                    f"journal {self.path} is damaged near byte {HEADER_LEN + unpacker.tell()}: "
+                    f"{e}; `hpcqueue journal export` shows what is readable before it"
+                ) from None
             self.torn = self.good_end < size
 
 

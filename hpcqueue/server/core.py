@@ -20,6 +20,9 @@ from hpcqueue.state import ServerState
 
 log = logging.getLogger("hpcqueue.server")
 #: events after which the autoalloc loop looks again at once
+#: events after which a dispatch round may find something to do (not "start": it only
+#: takes room, and the round that recorded it already filled what it could)
+_FREES_OR_ADDS_WORK = frozenset({"job", "worker", "wgone", "done", "back", "cancel"})
 _WAKES_AUTOALLOC = frozenset({"job", "worker", "wgone", "back", "aq_add", "aq_resume"})
 
 
@@ -71,7 +74,7 @@ class Core:
         if state.to_kill:
             kills, state.to_kill = state.to_kill, []
             self._kill(kills)
-        if state.ready:
+        if state.ready and event["e"] in _FREES_OR_ADDS_WORK:
             self.schedule_dispatch()
         if self.autoalloc is not None and event["e"] in _WAKES_AUTOALLOC:
             self.autoalloc.poke()
