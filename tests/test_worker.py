@@ -114,3 +114,18 @@ def test_pbs_time_left(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.setenv("PBS_JOBID", "7.server")
     assert abs(batch.end_time() - time.time() - 5400) < 5
+
+
+def test_task_time_limit_kills_the_process_group(cluster, tmp_path):
+    cluster.start_server()
+    cluster.start_worker()
+    marker = tmp_path / "grandchild-survived"
+    cluster.hq("submit", "--time-limit", "1s", "--stdout", "none", "--", "sh", "-c",
+               f"(sleep 3; touch {marker}) & sleep 30")
+    p = cluster.hq("job", "wait", "1", check=False, timeout=30)
+    assert p.returncode == 1 and "1 failed" in p.stdout
+    info = json.loads(cluster.hq("task", "info", "1", "0", "--output", "json").stdout)
+    assert "time limit of 1s exceeded" in info["error"]
+    assert info["end"] - info["start"] < 5
+    time.sleep(3.5)
+    assert not marker.exists()  # the whole process group went

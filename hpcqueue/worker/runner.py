@@ -1,9 +1,11 @@
 """Running tasks as subprocesses, as many at once as the worker's resources allow.
 
-Tasks are spawned from a small pool of threads (``subprocess.Popen`` and a
-blocking ``wait``): measured here this is about twice as fast as asyncio's
-subprocess support.  Each task runs in a session of its own, so a time limit
-or a cancel kills the whole process group.
+A task is spawned with ``subprocess.Popen`` in the event loop's thread (the
+worker is a small process, so the fork is cheap) and its exit is watched
+through a pidfd in the event loop: no thread per task and no hand-over between
+threads.  asyncio's own subprocess support is avoided: it is the slow path.
+Each task runs in a session of its own, so a time limit or a cancel kills the
+whole process group.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Runner:
         self.queue: deque = deque()
         self.running: dict[tuple, tuple] = {}  # (job, index) -> task
         self.procs: dict[tuple, subprocess.Popen] = {}
-        self.killed: set[tuple] = set()
+        self.timed_out: set[tuple] = set()
         self.pool = ThreadPoolExecutor(max_workers=max(1, cpus), thread_name_prefix="task")
         self.base_env = dict(os.environ)
         self.deadline: float | None = None
@@ -109,15 +111,59 @@ class Runner:
             t = time.time()
             self.loop.call_soon(self._finished, key, job, (0, t, t, None))
             return
-        fut = self.pool.submit(self._execute, job, task, key)
-        fut.add_done_callback(
-            lambda f, key=key, job=job: self.loop.call_soon_threadsafe(
-                self._finished, key, job, f.result()))
+        t0 = time.time()
+        proc, failure = self._spawn(job, task)
+        if proc is None:
+            code, msg = failure
+            self.loop.call_soon(self._finished, key, job, (code, t0, time.time(), msg))
+            return
+        self.procs[key] = proc
+        timer = None
+        if job.time_limit:
+            timer = self.loop.call_later(job.time_limit, self._time_out, key, proc)
+        self._watch(proc, lambda: self._exited(key, job, proc, t0, timer))
+
+    def _watch(self, proc: subprocess.Popen, callback) -> None:
+        """Call `callback` in the loop when `proc` exits: a pidfd in the event loop where
+        the kernel has them (no thread per task), else a thread that waits."""
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is None:
+            fut = self.pool.submit(proc.wait)
+            fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(callback))
+            return
+
+        def ready():
+            self.loop.remove_reader(fd)
+            os.close(fd)
+            callback()
+
+        self.loop.add_reader(fd, ready)
+
+    def _exited(self, key, job: PreparedJob, proc: subprocess.Popen, t0: float, timer) -> None:
+        code = proc.wait()  # it has exited: this only reaps it
+        if timer is not None:
+            timer.cancel()
+        if key in self.timed_out:
+            self.timed_out.discard(key)
+            msg = f"time limit of {job.time_limit:g}s exceeded"
+        elif code < 0:
+            msg = f"killed by signal {signal.Signals(-code).name}"
+        else:
+            msg = f"exit code {code}" if code else None
+        self._finished(key, job, (code, t0, time.time(), msg))
+
+    def _time_out(self, key, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            self.timed_out.add(key)
+            self._signal(proc, signal.SIGTERM)
+            self.loop.call_later(KILL_GRACE, self._signal, proc, signal.SIGKILL)
 
     def _finished(self, key, job: PreparedJob, result) -> None:
         task = self.running.pop(key, None)
         self.procs.pop(key, None)
-        self.killed.discard(key)
         self.free_cpus += job.cpus
         for n, c in job.res.items():
             self.free_res[n] += c
@@ -128,8 +174,6 @@ class Runner:
             self.report([task[0], task[1], task[3], code, t0, t1, msg])
         if self.queue:
             self.pump()
-
-    # ------------------------------------------------------------- in a thread
 
     def _open(self, spec, values: dict, cwd: str):
         if spec is None or spec == "none":
@@ -143,7 +187,8 @@ class Runner:
             self._dirs.add(parent)
         return open(path, "wb")
 
-    def _execute(self, job: PreparedJob, task, key):
+    def _spawn(self, job: PreparedJob, task):
+        """(process, None), or (None, (exit code, message)) if it could not start."""
         job_id, _, task_id, instance, entry = task
         values = {"JOB_ID": job_id, "TASK_ID": task_id, "INSTANCE_ID": instance,
                   "SUBMIT_DIR": job.submit_dir}
@@ -158,44 +203,27 @@ class Runner:
             argv = ["/bin/sh", "-c", entry or ""]
         else:
             argv = job.argv
-        t0 = time.time()
         out = err = None
         try:
             out = self._open(job.stdout, values, cwd)
             err = self._open(job.stderr, values, cwd)
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, start_new_session=True)
-        except FileNotFoundError:
+        except FileNotFoundError as e:
             if not os.path.isdir(cwd):
-                return 127, t0, time.time(), f"working directory not found: {cwd}"
-            return 127, t0, time.time(), f"command not found: {argv[0]}"
+                return None, (127, f"working directory not found: {cwd}")
+            if e.filename and e.filename != argv[0]:
+                return None, (127, f"cannot open {e.filename}: no such directory")
+            return None, (127, f"command not found: {argv[0]}")
         except PermissionError as e:
-            return 126, t0, time.time(), f"permission denied: {e.filename or argv[0]}"
+            return None, (126, f"permission denied: {e.filename or argv[0]}")
         except OSError as e:
-            return 126, t0, time.time(), f"cannot start {argv[0]!r}: {e.strerror}"
+            return None, (126, f"cannot start {argv[0]!r}: {e.strerror}")
         finally:
             for f in (out, err):
                 if f is not None and f is not subprocess.DEVNULL:
                     f.close()
-        self.procs[key] = proc
-        if key in self.killed:
-            self._signal(proc, signal.SIGKILL)
-        msg = None
-        try:
-            code = proc.wait(timeout=job.time_limit)
-        except subprocess.TimeoutExpired:
-            self._signal(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=KILL_GRACE)
-            except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
-                proc.wait()
-            return -signal.SIGTERM, t0, time.time(), f"time limit of {job.time_limit:g}s exceeded"
-        if code < 0:
-            msg = f"killed by signal {signal.Signals(-code).name}"
-        elif code:
-            msg = f"exit code {code}"
-        return code, t0, time.time(), msg
+        return proc, None
 
     # ------------------------------------------------------------- control
 
@@ -211,12 +239,10 @@ class Runner:
         if keys:
             self.queue = deque(t for t in self.queue if (t[0], t[1]) not in keys)
         for key in keys:
-            if key in self.running:
-                self.killed.add(key)
-                proc = self.procs.get(key)
-                if proc is not None:
-                    self._signal(proc, signal.SIGTERM)
-                    self.loop.call_later(KILL_GRACE, self._signal, proc, signal.SIGKILL)
+            proc = self.procs.get(key)
+            if proc is not None:
+                self._signal(proc, signal.SIGTERM)
+                self.loop.call_later(KILL_GRACE, self._signal, proc, signal.SIGKILL)
 
     def kill_all(self) -> None:
         self.queue.clear()
