@@ -142,3 +142,9 @@ def slurm():
 @pytest.fixture(scope="session")
 def pbs_wrappers(slurm):
     require("the PBS wrappers (slurm-wlm-torque)", ["sh", "-c", "command -v qsub && command -v qstat"])
+
+
+@pytest.fixture(scope="session")
+def sshd(slurm):
+    require("the CI sshd on 127.0.0.1:2222 (alias hpcq-login)",
+            ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "hpcq-login", "true"])

@@ -68,6 +68,31 @@ def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manage
     return asyncio.run(Worker(cfg).run())
 
 
+@worker.command("deploy-ssh", context_settings={"ignore_unknown_options": True})
+@server_dir_option
+@click.argument("hostfile")
+@click.option("--python", "python", help="Python on the hosts that has hpcqueue (default: "
+                                         "this one's path, as on a shared file system).")
+@click.argument("worker_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def deploy_ssh(ctx, hostfile, python, worker_args):
+    """Start a worker on each host of HOSTFILE over SSH (one HOST or HOST:PORT a line).
+
+    Options after HOSTFILE are `worker start` options, e.g. `--cpus 8 --idle-timeout 5m`.
+    Uses your ~/.ssh/config, agent and known_hosts. Returns when the workers stop.
+    """
+    import sys
+
+    from hpcqueue.worker.deploy import deploy, read_hostfile
+
+    start.make_context("worker deploy-ssh", list(worker_args))  # bad options fail here
+    hosts = read_hostfile(hostfile)
+    command = [python or sys.executable, "-m", "hpcqueue", "worker", "start",
+               "--server-dir", str(get_server_dir(ctx)), *worker_args]
+    failed = deploy(hosts, command)
+    return 1 if failed else 0
+
+
 @worker.command("list")
 @server_dir_option
 @click.option("--all", "show_all", is_flag=True, help="Include stopped and lost workers.")

@@ -36,7 +36,8 @@ def ssh_error(host: str, e: Exception) -> SchedulerError:
         return SchedulerError(f"SSH to {host}: a key file does not exist ({e.filename}): fix "
                               "IdentityFile in ~/.ssh/config")
     if isinstance(e, OSError):
-        return SchedulerError(f"cannot connect to {host} over SSH: {e.strerror or e}")
+        detail = e.strerror or str(e).replace("[Errno None] ", "")
+        return SchedulerError(f"cannot connect to {host} over SSH: {detail}")
     return SchedulerError(f"SSH to {host} failed: {name}: {e}")
 
 
@@ -55,6 +56,8 @@ class SshRunner:
 
         if self._conn is None or not self._conn.is_connected:
             conn = fabric.Connection(self.host, connect_timeout=self.connect_timeout)
+            # fabric accepts any host key by default and never reads known_hosts: check them
+            conn.client.load_system_host_keys()
             conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
             conn.open()
             self._conn = conn
