@@ -31,8 +31,9 @@
 #           block at the top of /root/.ssh/config, host key pinned in
 #           /root/.ssh/known_hosts for [127.0.0.1]:2222 and hpcq-login, so
 #           StrictHostKeyChecking=yes and BatchMode=yes work without prompts.
-#   Python (fabric/paramiko): Connection("hpcq-login") reads ~/.ssh/config
-#           and ~/.ssh/known_hosts by default, so it needs no extra arguments.
+#   Python (fabric/paramiko): Connection("hpcq-login") reads ~/.ssh/config by
+#           default but never ~/.ssh/known_hosts (it accepts any host key);
+#           hpcqueue loads known_hosts itself and refuses unknown keys.
 #
 # Remote PATH: a non-interactive `ssh hpcq-login CMD` runs `bash -c CMD`; sshd
 # gives it PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
