@@ -50,8 +50,8 @@ class Cluster:
         self.procs: list[subprocess.Popen] = []
         self.server: subprocess.Popen | None = None
 
-    def _spawn(self, args, log_name):
-        env = dict(os.environ, HPCQUEUE_SERVER_DIR=str(self.server_dir))
+    def _spawn(self, args, log_name, env=None):
+        env = dict(os.environ, **(env or {}), HPCQUEUE_SERVER_DIR=str(self.server_dir))
         log = open(self.tmp / log_name, "ab")
         proc = subprocess.Popen([sys.executable, "-m", "hpcqueue", *map(str, args)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -62,12 +62,12 @@ class Cluster:
     def access(self) -> dict:
         return json.loads((self.server_dir / "access.json").read_text())
 
-    def start_server(self, *args, wait=True):
+    def start_server(self, *args, wait=True, env=None):
         old = None
         if (self.server_dir / "access.json").exists():
             old = self.access()["server_id"]
         self.server = self._spawn(["server", "start", "--host", "127.0.0.1", *args],
-                                  "server.log")
+                                  "server.log", env=env)
 
         def up():
             if self.server.poll() is not None:
@@ -139,9 +139,29 @@ def slurm():
     require("Slurm", ["sinfo", "--noheader"])
 
 
+PBS_WRAPPERS = "/opt/hpcqueue-ci/pbs/bin"
+SGE_ENV = Path(__file__).resolve().parent.parent / "ci" / "sge.env"
+
+
 @pytest.fixture(scope="session")
 def pbs_wrappers(slurm):
-    require("the PBS wrappers (slurm-wlm-torque)", ["sh", "-c", "command -v qsub && command -v qstat"])
+    """The environment in which `qsub` is Slurm's PBS wrapper (ci/pbs-wrappers.sh)."""
+    require("Slurm's PBS wrappers (bash ci/pbs-wrappers.sh)",
+            ["test", "-x", f"{PBS_WRAPPERS}/qsub"])
+    return {"PATH": f"{PBS_WRAPPERS}:{os.environ['PATH']}"}
+
+
+@pytest.fixture(scope="session")
+def sge():
+    """The environment for Grid Engine's clients and DRMAA (ci/sge.sh, ci/sge.env)."""
+    env = {}
+    for line in SGE_ENV.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = value
+    require("Grid Engine (bash ci/sge.sh up)",
+            ["env", *(f"{k}={v}" for k, v in env.items()), "/usr/bin/qstat", "-u", "*"])
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from hpcqueue.exceptions import UsageError
 SCHEDULERS = {
     "slurm": "hpcqueue.autoalloc.schedulers.slurm:Slurm",
     "pbs": "hpcqueue.autoalloc.schedulers.pbs:Pbs",
+    "sge": "hpcqueue.autoalloc.schedulers.sge:Sge",
     "local": "hpcqueue.autoalloc.schedulers.local:Local",
 }
 
@@ -22,6 +23,7 @@ TRANSPORTS = {
     "local": "hpcqueue.autoalloc.transports.local:LocalTransport",
     "pyslurm": "hpcqueue.autoalloc.transports.pyslurm:PyslurmTransport",
     "ssh": "hpcqueue.autoalloc.transports.ssh:SshTransport",
+    "drmaa": "hpcqueue.autoalloc.transports.drmaa:DrmaaTransport",
 }
 
 

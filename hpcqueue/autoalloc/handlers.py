@@ -11,12 +11,13 @@ from hpcqueue.exceptions import NotFound, RequestError
 from hpcqueue.server.handlers import handler
 
 
-def _queue(core, ref):
-    queues = core.state.alloc.queues
-    for q in queues.values():
-        if (ref == q.id or (isinstance(ref, str) and ref == q.params.name)) \
-                and q.state is not QueueState.REMOVED:
-            return q
+def _queue(core, ref, removed_too: bool = False):
+    """A queue by id or name; a removed one only where asked (to look at, not to change)."""
+    found = [q for q in core.state.alloc.queues.values()
+             if ref == q.id or (isinstance(ref, str) and ref == q.params.name)]
+    found.sort(key=lambda q: (q.state is QueueState.REMOVED, -q.id))
+    if found and (removed_too or found[0].state is not QueueState.REMOVED):
+        return found[0]
     raise NotFound(f"no allocation queue {ref}: `hpcqueue alloc list` shows them")
 
 
@@ -35,7 +36,8 @@ async def alloc_add(core, req: dict) -> dict:
         raise RequestError(f"there is already a queue named {params.name!r}")
     script = None
     if req.get("dry_run", True):
-        script = await dry_run(params, core.autoalloc.server_dir)
+        script = await dry_run(params, core.autoalloc.server_dir,
+                               transport=core.autoalloc.backend(params)[1])
     queue_id = book.next_queue_id
     core.record({"e": "aq_add", "id": queue_id, "params": params.to_dict(), "t": time.time()})
     core.autoalloc.poke()
@@ -51,7 +53,7 @@ def alloc_list(core, req: dict) -> dict:
 
 @handler("alloc_info")
 def alloc_info(core, req: dict) -> dict:
-    q = _queue(core, req.get("queue"))
+    q = _queue(core, req.get("queue"), removed_too=True)
     info = q.summary()
     info["allocations"] = [a.summary() for a in q.allocations.values()]
     return info
@@ -85,7 +87,7 @@ async def alloc_remove(core, req: dict) -> dict:
 
 @handler("alloc_explain")
 def alloc_explain(core, req: dict) -> dict:
-    q = _queue(core, req.get("queue"))
+    q = _queue(core, req.get("queue"), removed_too=True)
     now = policy.decide(demand_of(core.state), limits_of(q.params), in_flight(q))
     return {
         "queue": q.id, "state": q.state.value, "pause_reason": q.pause_reason,

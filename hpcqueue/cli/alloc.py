@@ -12,7 +12,7 @@ from hpcqueue.cli.common import (
 )
 from hpcqueue.model import format_duration
 
-SCHEDULER_NAMES = ["slurm", "pbs", "local"]
+SCHEDULER_NAMES = ["slurm", "pbs", "sge", "local"]
 
 
 def queue_options(fn):

@@ -43,6 +43,9 @@ CASES = {
     "pbs-full": ("pbs", dict(partition="workq", account="proj", cpus=8, gpus=1, mem="32G",
                              workers_per_alloc=2, extra_args=["-l place=scatter"])),
     "local": ("local", dict(workers_per_alloc=2)),
+    "sge-minimal": ("sge", {}),
+    "sge-full": ("sge", dict(partition="all.q", account="proj", cpus=4, mem="8G",
+                             workers_per_alloc=2, extra_args=["-l h_vmem=2G"])),
 }
 
 

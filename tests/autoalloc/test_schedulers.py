@@ -88,3 +88,35 @@ def test_pbs_status_and_commands():
     assert argv[0] == "qsub" and argv[-1] == "/a/1/job.sh" and "/a/1/stdout" in argv
     assert pbs.status_error_means_gone(SchedulerError("x", returncode=153))
     assert pbs.classify(RawStatus("F", exit_code=-11), True)[1].text == "time limit reached"
+
+
+QSTAT_SGE = """job-ID  prior   name       user         state submit/start at     queue    slots ja-task-ID
+-----------------------------------------------------------------------------------------
+     66 0.50000 hpcq-1-1   root         r     11/22/2026 13:58:41 all.q@vm     1
+     67 0.00000 hpcq-1-2   root         qw    11/22/2026 13:58:42              1
+     68 0.00000 hpcq-1-3   root         Eqw   11/22/2026 13:58:43              1
+"""
+
+
+def test_sge_status_and_commands():
+    sge = backends.scheduler("sge")
+    st = sge.parse_status(QSTAT_SGE)
+    assert sge.classify(st["66"], False)[0] is AllocState.RUNNING
+    assert sge.classify(st["67"], False)[0] is AllocState.QUEUED
+    state, end = sge.classify(st["68"], False)
+    assert state is AllocState.FAILED and end.fault and "Eqw" in end.text
+    assert sge.classify(None, True)[0] is AllocState.FINISHED  # gone from qstat
+    assert sge.submit_argv(Path("/a/job.sh"), hold=True) == ["qsub", "-terse", "-h", "/a/job.sh"]
+    assert sge.parse_submit("36.1-2:1\n", []) == "36"
+    assert sge.status_argv(["1", "2"]) == ["qstat", "-u", "*"]
+
+
+def test_drmaa_phases_classify_for_any_scheduler():
+    for name in ("sge", "slurm", "pbs"):
+        sched = backends.scheduler(name)
+        assert sched.classify(RawStatus("queued_active", phase="queued"), False)[0] \
+            is AllocState.QUEUED
+        state, end = sched.classify(RawStatus("failed", phase="ended", aborted=True), True)
+        assert state is AllocState.FINISHED and end.text == "cancelled"
+        state, end = sched.classify(RawStatus("done", phase="ended", exit_code=3), True)
+        assert state is AllocState.FAILED and end.fault

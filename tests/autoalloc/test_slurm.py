@@ -122,7 +122,7 @@ def test_restart_brings_the_queue_back_and_adopts_a_live_allocation(slurm_cluste
 
 def test_pbs_path_through_the_qsub_wrappers(slurm_cluster, pbs_wrappers):
     c = slurm_cluster
-    c.start_server()
+    c.start_server(env=pbs_wrappers)
     c.hq("alloc", "add", "pbs", "--partition", "debug", "--time-limit", "10m",
          "--idle-timeout", "3s")
     c.hq("submit", "--array", "1-5", "--stdout", "none", "--", "true")

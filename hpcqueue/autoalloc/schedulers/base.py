@@ -22,6 +22,9 @@ class RawStatus:
     word: str            # the scheduler's own state word, e.g. RUNNING, Q, COMPLETED
     reason: str = ""
     exit_code: int | None = None
+    #: set by transports that speak for every scheduler (DRMAA): queued, running or ended
+    phase: str | None = None
+    aborted: bool = False  # ended by a cancel (DRMAA's wasAborted)
 
 
 def hms(seconds: float) -> str:
@@ -107,10 +110,21 @@ class Scheduler:
 
     def classify(self, raw: RawStatus | None, had_workers: bool):
         """(our state, end reason or None) for a job's raw status (None: gone)."""
+        if raw is not None and raw.phase is not None:
+            return self._classify_phase(raw, had_workers)
         if raw is not None and raw.word in self.queued_words:
             return AllocState.QUEUED, None
         if raw is not None and raw.word in self.running_words:
             return AllocState.RUNNING, None
+        return self.ended(raw, had_workers)
+
+    def _classify_phase(self, raw: RawStatus, had_workers: bool):
+        if raw.phase == "queued":
+            return AllocState.QUEUED, None
+        if raw.phase == "running":
+            return AllocState.RUNNING, None
+        if raw.aborted:
+            return AllocState.FINISHED, EndReason("cancelled", False)
         return self.ended(raw, had_workers)
 
     def ended(self, raw: RawStatus | None, had_workers: bool):
