@@ -75,6 +75,12 @@ class QueueParams:
     env: dict = field(default_factory=dict)
     profile: str | None = None
     login_host: str | None = None
+    #: the template's text, read when the queue was made: a later edit of the file does
+    #: not change a running queue
+    template_text: str | None = None
+    #: how workers reach the server, when not by the access record's host
+    server_address: dict | None = None
+    server_host: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -19,12 +19,15 @@ from hpcqueue.exceptions import TemplateError
 PACKAGED = Path(__file__).resolve().parent.parent / "templates"
 
 
-def _environment(search: list[Path]):
+def _environment(search: list[Path], texts: dict | None = None):
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
+    loader = jinja2.FileSystemLoader([str(p) for p in search])
+    if texts:
+        loader = jinja2.ChoiceLoader([jinja2.DictLoader(texts), loader])
     env = SandboxedEnvironment(
-        loader=jinja2.FileSystemLoader([str(p) for p in search]),
+        loader=loader,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
@@ -46,18 +49,25 @@ def _where(e: Exception, name: str) -> str:
 
 
 def render(template_name: str, context: dict, template_file: str | None = None,
-           site_dirs: list[Path] | None = None) -> str:
-    """Render `template_name` (e.g. ``slurm.sh.j2``), or `template_file` if given."""
+           site_dirs: list[Path] | None = None, template_text: str | None = None) -> str:
+    """Render `template_name` (e.g. ``slurm.sh.j2``), or `template_file` if given (with
+    `template_text`: that file's text as it was read earlier)."""
     import jinja2
 
     search = list(site_dirs or []) + [PACKAGED]
-    if template_file is not None:
+    texts = None
+    if template_file is not None and template_text is not None:
+        path = Path(template_file)
+        search.insert(0, path.parent)
+        template_name = path.name
+        texts = {template_name: template_text}
+    elif template_file is not None:
         path = Path(os.path.expanduser(template_file))
         if not path.is_file():
             raise TemplateError(f"template {template_file} does not exist or is not a file")
         search.insert(0, path.parent)
         template_name = path.name
-    env = _environment(search)
+    env = _environment(search, texts)
     try:
         template = env.get_template(template_name)
         return template.render(**context)

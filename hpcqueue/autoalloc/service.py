@@ -62,7 +62,7 @@ def write_script(params: QueueParams, queue_id: int, alloc_id: str, alloc_dir: P
                  server_dir: Path) -> Path:
     sched = backends.scheduler(params.scheduler)
     context = sched.context(params, queue_id, alloc_id, alloc_dir, server_dir)
-    text = render(sched.template, context, params.template)
+    text = render(sched.template, context, params.template, template_text=params.template_text)
     alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     script = alloc_dir / "job.sh"
     script.write_text(text)

@@ -27,7 +27,7 @@ def cli():
 
 
 def _register() -> None:
-    from hpcqueue.cli import alloc, jobs, journal, run, server, submit, worker
+    from hpcqueue.cli import alloc, config, jobs, journal, run, server, submit, worker
 
     cli.add_command(server.server)
     cli.add_command(worker.worker)
@@ -37,6 +37,7 @@ def _register() -> None:
     cli.add_command(journal.journal)
     cli.add_command(run.run)
     cli.add_command(alloc.alloc)
+    cli.add_command(config.config_group)
 
 
 _register()

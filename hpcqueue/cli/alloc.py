@@ -19,8 +19,10 @@ def queue_options(fn):
     options = [
         click.argument("scheduler", type=click.Choice(SCHEDULER_NAMES)),
         click.option("--name", help="A name for the queue."),
-        click.option("--time-limit", type=DURATION, required=True,
-                     help="Wall time of each allocation."),
+        click.option("--profile", help="A site profile (SITE/NAME or NAME) to start from; "
+                                       "flags given here override it."),
+        click.option("--time-limit", type=DURATION,
+                     help="Wall time of each allocation (required unless the profile sets it)."),
         click.option("--backlog", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Allocations that may wait in the scheduler's queue at once."),
         click.option("--workers-per-alloc", type=click.IntRange(min=1), default=1,
@@ -52,24 +54,86 @@ def queue_options(fn):
     return fn
 
 
-def build_params(opts: dict):
+#: click parameter -> profile key, for the options a profile can set
+FLAG_KEYS = {
+    "name": None, "time_limit": "time-limit", "backlog": "backlog",
+    "workers_per_alloc": "workers-per-alloc", "max_worker_count": "max-worker-count",
+    "idle_timeout": "idle-timeout", "partition": "partition", "account": "account",
+    "qos": "qos", "cpus": "cpus", "gpus": "gpus", "mem": "mem",
+    "worker_start_cmd": "worker-start-cmd", "worker_stop_cmd": "worker-stop-cmd",
+    "template": "template", "transport": "transport", "login_host": "login-host",
+}
+
+
+def _given(ctx, name: str) -> bool:
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                              ParameterSource.ENVIRONMENT)
+
+
+def interface_address(name: str) -> str:
+    """The IPv4 address of a network interface of this machine."""
+    import fcntl
+    import socket
+    import struct
+
+    from hpcqueue.exceptions import UsageError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            packed = fcntl.ioctl(s.fileno(), 0x8915,  # SIOCGIFADDR
+                                 struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            raise UsageError(f"server-address: this machine has no interface {name!r} with an "
+                             "IPv4 address (see `ip addr`)") from None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def build_params(ctx, opts: dict):
+    """QueueParams from the profile, HPCQUEUE_* variables and the flags given, in that order."""
     import os
 
+    from hpcqueue import config
     from hpcqueue.autoalloc.model import QueueParams
+    from hpcqueue.exceptions import UsageError
 
-    template = opts.get("template")
-    params = QueueParams(
-        scheduler=opts["scheduler"], time_limit=opts["time_limit"], name=opts.get("name"),
-        backlog=opts["backlog"], workers_per_alloc=opts["workers_per_alloc"],
-        max_worker_count=opts.get("max_worker_count"), idle_timeout=opts["idle_timeout"],
-        partition=opts.get("partition"), account=opts.get("account"), qos=opts.get("qos"),
-        cpus=opts.get("cpus"), gpus=opts.get("gpus"), mem=opts.get("mem"),
-        worker_start_cmd=opts.get("worker_start_cmd"),
-        worker_stop_cmd=opts.get("worker_stop_cmd"),
-        template=os.path.abspath(template) if template else None,
-        extra_args=list(opts.get("extra_args") or ()), transport=opts["transport"],
-        pause_after=opts["pause_after"], login_host=opts.get("login_host"),
-    )
+    cfg = config.load().check()
+    flags = {}
+    for param, key in FLAG_KEYS.items():
+        if key and _given(ctx, param) and opts.get(param) is not None:
+            flags[key] = opts[param]
+    if flags.get("template"):
+        flags["template"] = os.path.abspath(flags["template"])
+    if opts.get("extra_args"):
+        flags["extra-args"] = list(opts["extra_args"])
+    ref = opts.get("profile") or (cfg.settings["profile"].value if "profile" in cfg.settings
+                                  else None)
+    profile = cfg.resolve(ref) if ref else None
+    values = cfg.effective(profile, flags)
+    scheduler = opts["scheduler"]
+    wanted = values.get("scheduler")
+    if wanted is not None and wanted.value != scheduler:
+        raise UsageError(f"profile {profile.qualified} is for {wanted.value}, not {scheduler} "
+                         f"(from {wanted.source})")
+    values.pop("scheduler", None)
+    fields = config.queue_fields(values)
+    if "time_limit" not in fields:
+        raise UsageError("no time limit: give --time-limit, or use a profile that sets "
+                         "time-limit")
+    if fields.get("template"):
+        try:
+            with open(fields["template"], encoding="utf-8") as f:
+                fields["template_text"] = f.read()
+        except OSError as e:
+            raise UsageError(f"template {fields['template']}: {e.strerror}") from None
+    address = fields.get("server_address")
+    if address:
+        kind, value = next(iter(address.items()))
+        fields["server_host"] = value if kind == "hostname" else interface_address(value)
+    params = QueueParams(scheduler=scheduler, name=opts.get("name"),
+                         pause_after=opts["pause_after"],
+                         profile=profile.qualified if profile else None, **fields)
     return params.validate()
 
 
@@ -90,7 +154,7 @@ def add(ctx, no_dry_run, **opts):
 
     Extra scheduler arguments go after `--`; each becomes a directive line.
     """
-    params = build_params(opts)
+    params = build_params(ctx, opts)
     r = request(ctx, "alloc_add", timeout=180, params=params.to_dict(),
                 dry_run=not no_dry_run)
     click.echo(f"allocation queue {r['queue']} added"
@@ -107,7 +171,7 @@ def dry_run_cmd(ctx, **opts):
 
     from hpcqueue.autoalloc.service import dry_run
 
-    params = build_params(opts)
+    params = build_params(ctx, opts)
     script = asyncio.run(dry_run(params, get_server_dir(ctx)))
     sys.stdout.write(script)
     click.echo("dry run passed: the scheduler accepted the script", err=True)

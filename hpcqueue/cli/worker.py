@@ -39,12 +39,14 @@ def default_cpus() -> int:
 @click.option("--manager", type=click.Choice(["auto", "none"]), default="auto",
               show_default=True,
               help="Read the Slurm/PBS job id and end time from the environment.")
+@click.option("--server-host", help="Reach the server at this host or address instead of "
+                                     "the one in its access record (another network).")
 @click.option("--executor", type=click.Choice(["process", "noop"]), default="process",
               hidden=True, help="noop: finish tasks without running them (benchmarks).")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.pass_context
 def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manager,
-          executor, verbose):
+          server_host, executor, verbose):
     """Run a worker in the foreground: by hand, or inside any batch job."""
     import asyncio
 
@@ -57,6 +59,7 @@ def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manage
         server_dir=get_server_dir(ctx), cpus=cpus or default_cpus(),
         res=parse_resources(resources), idle_timeout=idle_timeout, time_limit=time_limit,
         on_server_lost=on_server_lost, executor=executor, handle_signals=True,
+        server_host=server_host,
     )
     if manager == "auto":
         from hpcqueue.worker import batch

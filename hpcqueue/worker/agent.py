@@ -45,6 +45,7 @@ class WorkerConfig:
     batch_job: str | None = None
     end_time: float | None = None  # epoch seconds, from the batch job
     handle_signals: bool = False  # SIGTERM/SIGINT leave cleanly (a standalone worker)
+    server_host: str | None = None  # reach the server here, not at the access record's host
 
 
 class ServerLost(Exception):
@@ -131,7 +132,10 @@ class Worker:
     async def _connect(self):
         record = read_access(self.cfg.server_dir)
         last = None
-        for host in candidate_hosts(record):
+        hosts = candidate_hosts(record)
+        if self.cfg.server_host:
+            hosts = [self.cfg.server_host] + hosts
+        for host in hosts:
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(host, record.port, limit=1 << 20), 30)

@@ -42,6 +42,8 @@ def worker_command(params: QueueParams) -> str:
         argv += ["--cpus", str(params.cpus)]
     if params.gpus:
         argv += ["--resource", f"gpus={params.gpus}"]
+    if params.server_host:
+        argv += ["--server-host", params.server_host]
     return shlex.join(argv)
 
 

@@ -1,0 +1,227 @@
+"""The schema of a config file, checked on the YAML node tree so that every
+problem names the file, the line and the key (and the nearest valid key for a
+typo).
+
+A file::
+
+    site: mysite                 # optional; the file name without .yaml otherwise
+    description: text
+    settings:                    # optional
+      server-dir: ~/hq           # default server dir
+      site: mysite               # the active site: plain profile names resolve in it
+      profile: cpu               # the default profile for `alloc add`
+    profiles:
+      cpu:
+        scheduler: slurm
+        partition: cpu
+        time-limit: 1h
+        ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+
+from hpcqueue.model import parse_duration
+
+
+@dataclass
+class Problem:
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}"
+
+
+# ---------------------------------------------------------------- value kinds
+
+def _str(v):
+    if not isinstance(v, str):
+        raise ValueError("must be a string")
+    return v
+
+
+def _word(v):
+    from hpcqueue.autoalloc.model import check_word
+    from hpcqueue.exceptions import UsageError
+
+    _str(v)
+    try:
+        check_word(v, "value")
+    except UsageError as e:
+        raise ValueError(str(e).split(": ", 1)[-1]) from None
+    return v
+
+
+def _int(low):
+    def check(v):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ValueError("must be a whole number")
+        if v < low:
+            raise ValueError(f"must be at least {low}")
+        return v
+    return check
+
+
+def _duration(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ValueError("must be a duration such as 90s, 10m, 1h or 01:30:00")
+    try:
+        return parse_duration(str(v))
+    except Exception:
+        raise ValueError(f"{v!r} is not a duration: use e.g. 90s, 10m, 1h or 01:30:00") \
+            from None
+
+
+def _choice(*options):
+    def check(v):
+        if v not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return v
+    return check
+
+
+def _str_list(v):
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ValueError("must be a list of strings")
+    return v
+
+
+def _str_map(v):
+    if not isinstance(v, dict) or not all(
+            isinstance(k, str) and isinstance(x, (str, int, float)) for k, x in v.items()):
+        raise ValueError("must map names to values")
+    return {k: str(x) for k, x in v.items()}
+
+
+def _server_address(v):
+    if not (isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("hostname", "interface")
+            and isinstance(next(iter(v.values())), str)):
+        raise ValueError("must be {hostname: NAME} or {interface: IFACE}")
+    return v
+
+
+#: profile key -> (check, QueueParams field or None)
+PROFILE_KEYS = {
+    "description": (_str, None),
+    "scheduler": (_choice("slurm", "pbs", "sge", "local"), "scheduler"),
+    "transport": (_choice("cli", "pyslurm", "drmaa", "ssh"), "transport"),
+    "login-host": (_str, "login_host"),
+    "partition": (_word, "partition"),
+    "account": (_word, "account"),
+    "qos": (_word, "qos"),
+    "time-limit": (_duration, "time_limit"),
+    "backlog": (_int(1), "backlog"),
+    "workers-per-alloc": (_int(1), "workers_per_alloc"),
+    "max-worker-count": (_int(1), "max_worker_count"),
+    "idle-timeout": (_duration, "idle_timeout"),
+    "cpus": (_int(1), "cpus"),
+    "gpus": (_int(0), "gpus"),
+    "mem": (_word, "mem"),
+    "modules": (_str_list, "modules"),
+    "env": (_str_map, "env"),
+    "worker-start-cmd": (_str, "worker_start_cmd"),
+    "worker-stop-cmd": (_str, "worker_stop_cmd"),
+    "extra-args": (_str_list, "extra_args"),
+    "template": (_str, "template"),
+    "server-address": (_server_address, "server_address"),
+}
+
+SETTING_KEYS = {
+    "server-dir": _str,
+    "site": _str,
+    "profile": _str,
+}
+
+TOP_KEYS = {"site": _str, "description": _str, "settings": None, "profiles": None}
+
+
+def _suggest(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+
+
+def _line(node) -> int:
+    return node.start_mark.line + 1
+
+
+def parse(path: str, text: str | None = None):
+    """(data, lines, problems): the file's values, the line of each key path, and what is
+    wrong with it.  ``lines`` maps ("profiles", NAME, KEY) style tuples to line numbers."""
+    import yaml
+
+    problems: list[Problem] = []
+    lines: dict[tuple, int] = {}
+    name = os.fspath(path)
+    try:
+        if text is None:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as e:
+        return {}, lines, [Problem(name, None, "-", f"cannot read: {e.strerror}")]
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        return {}, lines, [Problem(name, mark.line + 1 if mark else None, "-",
+                                   f"not valid YAML: {getattr(e, 'problem', e)}")]
+    if root is None:
+        return {}, lines, []
+    if not isinstance(root, yaml.MappingNode):
+        return {}, lines, [Problem(name, _line(root), "-", "a config file must be a mapping")]
+    data = yaml.safe_load(text) or {}
+    out: dict = {"settings": {}, "profiles": {}}
+
+    def mapping_items(node, where: str):
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return []  # `settings:` with every key commented out
+        if not isinstance(node, yaml.MappingNode):
+            problems.append(Problem(name, _line(node), where, "must be a mapping"))
+            return []
+        return [(k.value, k, v) for k, v in node.value]
+
+    for key, knode, vnode in mapping_items(root, "-"):
+        if key not in TOP_KEYS:
+            problems.append(Problem(name, _line(knode), key, "unknown key" + _suggest(key, TOP_KEYS)))
+            continue
+        value = data.get(key) or {}
+        lines[(key,)] = _line(knode)
+        if key == "settings":
+            for skey, sk, _ in mapping_items(vnode, "settings"):
+                lines[("settings", skey)] = _line(sk)
+                if skey not in SETTING_KEYS:
+                    problems.append(Problem(name, _line(sk), f"settings.{skey}",
+                                            "unknown key" + _suggest(skey, SETTING_KEYS)))
+                    continue
+                try:
+                    out["settings"][skey] = SETTING_KEYS[skey](value[skey])
+                except ValueError as e:
+                    problems.append(Problem(name, _line(sk), f"settings.{skey}", str(e)))
+        elif key == "profiles":
+            for pname, pk, pnode in mapping_items(vnode, "profiles"):
+                lines[("profiles", pname)] = _line(pk)
+                values = {}
+                raw = (value or {}).get(pname) or {}
+                for k, kn, _ in mapping_items(pnode, f"profiles.{pname}"):
+                    lines[("profiles", pname, k)] = _line(kn)
+                    if k not in PROFILE_KEYS:
+                        problems.append(Problem(name, _line(kn), f"profiles.{pname}.{k}",
+                                                "unknown key" + _suggest(k, PROFILE_KEYS)))
+                        continue
+                    try:
+                        values[k] = PROFILE_KEYS[k][0](raw[k])
+                    except ValueError as e:
+                        problems.append(Problem(name, _line(kn), f"profiles.{pname}.{k}", str(e)))
+                out["profiles"][pname] = values
+        else:
+            try:
+                out[key] = TOP_KEYS[key](value)
+            except ValueError as e:
+                problems.append(Problem(name, _line(knode), key, str(e)))
+    return out, lines, problems
