@@ -1,0 +1,150 @@
+"""Layered configuration: resolution, precedence and blame (shipped files: test_site_configs)."""
+
+import json
+import os
+import sys
+
+import pytest
+from conftest import hq
+
+from hpcqueue import config
+from hpcqueue.exceptions import UsageError
+
+SITE = """\
+site: campus
+settings:
+  profile: cpu
+profiles:
+  cpu:
+    scheduler: slurm
+    partition: compute
+    time-limit: 2h
+    modules: [python/3.11]
+  gpu:
+    scheduler: slurm
+    partition: gpu
+    gpus: 4
+    time-limit: 1h
+    template: tpl/gpu.sh.j2
+"""
+
+
+@pytest.fixture
+def layers(tmp_path):
+    system = tmp_path / "etc"
+    user = tmp_path / "xdg" / "hpcqueue"
+    system.mkdir()
+    user.mkdir(parents=True)
+    (system / "campus.yaml").write_text(SITE)
+    env = {"HPCQUEUE_SYSTEM_CONFIG_DIR": str(system), "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+           "HOME": str(tmp_path)}
+    return env, system, user
+
+
+def test_later_layers_win_and_are_blamed(layers):
+    env, system, user = layers
+    (user / "mine.yaml").write_text("site: campus\nprofiles:\n  cpu:\n    partition: short\n")
+    cfg = config.load(env)
+    prof = cfg.resolve("cpu")
+    values = cfg.effective(prof)
+    assert values["partition"].value == "short"
+    assert values["partition"].source.startswith("user ") and "mine.yaml:4" in \
+        values["partition"].source
+    assert values["time-limit"].value == 7200 and "system " in values["time-limit"].source
+    assert "campus.yaml:8" in values["time-limit"].source
+    values = config.load({**env, "HPCQUEUE_PARTITION": "debug"}).effective(prof)
+    assert values["partition"].value == "debug"
+    assert values["partition"].source == "environment HPCQUEUE_PARTITION"
+    values = cfg.effective(prof, {"partition": "flagged"})
+    assert values["partition"].source == "command line"
+
+
+def test_resolution_of_names(layers):
+    env, system, user = layers
+    (user / "other.yaml").write_text(
+        "site: elsewhere\nprofiles:\n  cpu:\n    scheduler: pbs\n    time-limit: 1h\n")
+    cfg = config.load(env)
+    assert cfg.resolve("campus/gpu").qualified == "campus/gpu"
+    assert cfg.resolve("gpu").qualified == "campus/gpu"  # unique
+    with pytest.raises(UsageError, match="several sites"):
+        cfg.resolve("cpu")
+    cfg = config.load({**env, "HPCQUEUE_SITE": "elsewhere"})
+    assert cfg.resolve("cpu").qualified == "elsewhere/cpu"
+    assert cfg.resolve("elsewhere").qualified == "elsewhere/cpu"  # a site's only profile
+    with pytest.raises(UsageError, match="no profile 'nope'"):
+        cfg.resolve("nope")
+
+
+def test_template_is_relative_to_its_file(layers):
+    env, system, _ = layers
+    cfg = config.load(env)
+    assert cfg.resolve("gpu").values["template"].value == str(system / "tpl" / "gpu.sh.j2")
+
+
+def test_a_broken_file_is_an_error_naming_it(layers):
+    env, _, user = layers
+    (user / "bad.yaml").write_text("profiles:\n  x:\n    partiton: cpu\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(env).check()
+    assert "bad.yaml:3" in str(e.value) and "did you mean 'partition'" in str(e.value)
+
+
+def test_bad_environment_value(layers):
+    env, _, _ = layers
+    cfg = config.load({**env, "HPCQUEUE_BACKLOG": "many"})
+    with pytest.raises(UsageError, match="HPCQUEUE_BACKLOG"):
+        cfg.effective(cfg.resolve("gpu"))
+
+
+def test_alloc_with_a_profile_refuses_bad_flags_and_another_scheduler(layers, tmp_path):
+    env, _, _ = layers
+    p = hq("alloc", "dry-run", "slurm", "--profile", "gpu", "--partition", "cpu",
+           "--no-such-flag", server_dir=tmp_path / "sd", env=env, check=False)
+    assert p.returncode == 2 and "--no-such-flag" in p.stderr
+    p = hq("alloc", "dry-run", "pbs", "--profile", "gpu", server_dir=tmp_path / "sd", env=env,
+           check=False)
+    assert p.returncode == 2 and "is for slurm, not pbs" in p.stderr
+
+
+def test_profile_values_are_frozen_into_the_queue(cluster, layers):
+    env, system, _ = layers
+    (system / "tpl").mkdir()
+    tpl = system / "tpl" / "gpu.sh.j2"
+    tpl.write_text("#!/bin/bash\n# first version {{ partition }}\n{{ worker_cmd }}\n")
+    cluster.start_server(env=env)
+    (system / "here.yaml").write_text(
+        "profiles:\n  box:\n    scheduler: local\n    time-limit: 10m\n    idle-timeout: 2s\n"
+        "    template: tpl/gpu.sh.j2\n")
+    cluster.hq("alloc", "add", "local", "--profile", "here/box", env=env)
+    tpl.write_text("#!/bin/bash\n# edited later\nexit 1\n")
+    cluster.hq("submit", "--stdout", "none", "--", "true")
+    assert "1 finished" in cluster.hq("job", "wait", "all", timeout=60).stdout
+    script = cluster.hq("alloc", "log", "1.1", "script").stdout
+    assert "first version" in script and "edited later" not in script
+    q = json.loads(cluster.hq("alloc", "info", "1", "--output", "json").stdout)
+    assert q["params"]["profile"] == "here/box" and q["params"]["idle_timeout"] == 2
+
+
+def test_server_host_reaches_the_worker_command(monkeypatch):
+    from hpcqueue.autoalloc.model import QueueParams
+    from hpcqueue.autoalloc.schedulers.base import worker_command
+    from hpcqueue.cli.alloc import interface_address
+
+    monkeypatch.setattr(sys, "executable", "/py")
+    cmd = worker_command(QueueParams(scheduler="slurm", time_limit=60, server_host="10.1.2.3"))
+    assert cmd.endswith("--server-host 10.1.2.3")
+    assert interface_address("lo") == "127.0.0.1"
+    with pytest.raises(UsageError, match="no interface"):
+        interface_address("nosuch0")
+
+
+def test_config_defaults_is_a_valid_file(tmp_path):
+    path = tmp_path / "defaults.yaml"
+    hq("config", "defaults", path)
+    assert "wrote" not in hq("config", "validate", path).stderr
+    text = path.read_text()
+    for key in ("partition", "time-limit", "server-address", "template", "modules"):
+        assert key in text
+    p = hq("config", "defaults", path, check=False)
+    assert p.returncode == 2 and "--force" in p.stderr
+    assert os.path.getsize(path) == len(text)
