@@ -24,8 +24,14 @@ def test_fills_capacity_without_prefetch_for_unknown_runtimes():
 
 def test_short_tasks_are_prefetched_long_ones_not():
     short = job()
-    short.mean_runtime = 0.01
-    assert dispatch.room_for(short, worker(4)) == 8
+    short.mean_runtime = 0.01  # ten per cpu make 0.1 s of queued work
+    assert dispatch.room_for(short, worker(4)) == 4 * (1 + 10)
+    tiny = job()
+    tiny.mean_runtime = 0.0
+    assert dispatch.room_for(tiny, worker(4)) == 4 * (1 + dispatch.PREFETCH_MAX)
+    medium = job()
+    medium.mean_runtime = 0.3
+    assert dispatch.room_for(medium, worker(4)) == 8
     long_ = job()
     long_.mean_runtime = 60.0
     assert dispatch.room_for(long_, worker(4)) == 4

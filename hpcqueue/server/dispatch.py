@@ -5,10 +5,11 @@ only if the job's cpus and resources fit the worker at all, its free capacity
 now, and the job's ``--time-request`` fits the time the worker has left.
 
 Prefetch: for a job whose tasks have proved short (mean run time under
-``PREFETCH_BELOW`` seconds), a worker may hold up to twice its capacity, so
-that the next task is already there when one ends.  Long tasks are never
-prefetched: a task queued behind a long one could wait while another worker
-sits idle.
+``PREFETCH_BELOW`` seconds), a worker may hold extra tasks per cpu, about
+``PREFETCH_WINDOW`` seconds of work (at least one, at most ``PREFETCH_MAX``),
+so that the next task is already there when one ends and tasks travel in
+batches.  Long tasks are never prefetched: a task queued behind a long one
+could wait while another worker sits idle.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ from hpcqueue.jobs import Job
 from hpcqueue.state import WorkerRecord
 
 PREFETCH_BELOW = 0.5  # seconds of mean task run time
+PREFETCH_WINDOW = 0.1  # seconds of queued work per cpu a worker may hold
+PREFETCH_MAX = 64  # queued tasks per cpu
 MAX_BATCH = 4096  # tasks per worker per round
+
+
+def prefetch(job: Job) -> int:
+    """Extra tasks per cpu a worker may hold for this job."""
+    mean = job.mean_runtime
+    if mean is None or mean >= PREFETCH_BELOW:
+        return 0
+    return max(1, min(PREFETCH_MAX, int(PREFETCH_WINDOW / max(mean, 1e-6))))
 
 
 def fits_worker(job: Job, w: WorkerRecord, now: float) -> bool:
@@ -34,7 +45,7 @@ def fits_worker(job: Job, w: WorkerRecord, now: float) -> bool:
 
 def room_for(job: Job, w: WorkerRecord) -> int:
     """How many more tasks of `job` the worker can take now."""
-    factor = 2 if job.mean_runtime is not None and job.mean_runtime < PREFETCH_BELOW else 1
+    factor = 1 + prefetch(job)
     k = (w.cpus * factor - w.used_cpus) // job.cpus if job.cpus else MAX_BATCH
     for name, count in job.res.items():
         if count:

@@ -28,6 +28,8 @@ from hpcqueue.worker.runner import Runner
 log = logging.getLogger("hpcqueue.worker")
 END_MARGIN = 5.0  # seconds before the batch job's end at which a worker leaves
 RECONNECT_DELAYS = (0.5, 1, 2, 5, 10)
+RESULT_DELAY = 0.002  # seconds results wait to travel together
+RESULT_BATCH = 512  # ... or until this many are waiting
 SIGNAL_GRACE = 1.0  # seconds a task killed by a signal waits before it is reported
 _SIGNAL_CODES = frozenset({-signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT, -signal.SIGHUP})
 
@@ -258,9 +260,13 @@ class Worker:
 
     def _report_now(self, row) -> None:
         self._pending.append(row)
-        if not self._flush_scheduled:
+        if len(self._pending) >= RESULT_BATCH:
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            # gather the results of a moment into one frame: the next tasks are already
+            # here (prefetched), so this delays only the bookkeeping, not the work
+            asyncio.get_running_loop().call_later(RESULT_DELAY, self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -77,27 +77,26 @@ class Runner:
         self.pump()
 
     def pump(self) -> None:
-        """Start queued tasks while they fit; a task that does not fit waits."""
+        """Start queued tasks, in order, while they fit: O(1) per task started."""
         queue, jobs = self.queue, self.jobs
         late = []
-        skipped = deque()
+        blocked = []  # tasks whose other resources are busy: they keep their place
         while queue:
-            task = queue.popleft()
+            task = queue[0]
             job = jobs[task[0]]
-            if job.cpus > self.free_cpus or any(
-                    c > self.free_res.get(n, 0) for n, c in job.res.items()):
-                skipped.append(task)
-                if self.free_cpus == 0:
-                    break
+            if job.cpus > self.free_cpus:
+                break
+            if job.res and any(c > self.free_res.get(n, 0) for n, c in job.res.items()):
+                blocked.append(queue.popleft())
                 continue
+            queue.popleft()
             if job.time_request and self.deadline is not None and \
                     self.deadline - time.time() < job.time_request:
                 late.append(task)
                 continue
             self._start(job, task)
-        if skipped:
-            skipped.extend(queue)
-            self.queue = skipped
+        if blocked:
+            queue.extendleft(reversed(blocked))
         if late and self.on_back is not None:
             self.on_back(late)
 
