@@ -203,8 +203,8 @@ def parse_array(spec: str) -> IdRanges:
     """Parse `1-1000`, `0-99:2` or `1,5,10-20` into :class:`IdRanges`."""
     hint = "use e.g. 1-1000, 0-99:2 or 1,5,10-20"
     ranges: list[tuple[int, int, int]] = []
-    for part in str(spec).split(","):
-        part = part.strip()
+    for raw_part in str(spec).split(","):
+        part = raw_part.strip()
         m = _RANGE.fullmatch(part)
         if not m:
             raise UsageError(f"invalid --array {spec!r}: {part!r} is not a range; {hint}")
@@ -221,7 +221,7 @@ def parse_array(spec: str) -> IdRanges:
         stop = start + (stop - start) // step * step
         ranges.append((start, stop, step))
     ranges.sort()
-    for (a0, a1, _), (b0, _, _) in zip(ranges, ranges[1:]):
+    for (_, a1, _), (b0, _, _) in zip(ranges, ranges[1:]):
         if b0 <= a1:
             raise UsageError(f"invalid --array {spec!r}: ranges overlap near {b0}; {hint}")
     ids = IdRanges(ranges)

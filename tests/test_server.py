@@ -26,7 +26,8 @@ def test_array_tasks_get_their_ids(cluster, tmp_path):
     out = tmp_path / "ids"
     out.mkdir()
     cluster.hq("submit", "--array", "1-1000", "--stdout", "none", "--stderr", "none", "--",
-               "sh", "-c", f'echo "$HPCQUEUE_JOB_ID $HPCQUEUE_INSTANCE_ID" > {out}/$HPCQUEUE_TASK_ID')
+               "sh", "-c",
+               f'echo "$HPCQUEUE_JOB_ID $HPCQUEUE_INSTANCE_ID" > {out}/$HPCQUEUE_TASK_ID')
     p = cluster.hq("job", "wait", "all", timeout=120)
     assert "1000 finished" in p.stdout
     files = sorted(int(f) for f in os.listdir(out))

@@ -121,7 +121,6 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
         if len(entries) > MAX_TASKS_PER_JOB:
             raise UsageError(f"too many tasks ({len(entries):,}); split the file")
         ranges = [[0, len(entries) - 1, 1]]
-        kind = kind
     else:
         ranges = [[0, 0, 1]]
         kind = "single"

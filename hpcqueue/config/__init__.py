@@ -86,13 +86,15 @@ class Config:
             prof = self.profiles.setdefault(f"{site}/{pname}", Profile(site, pname))
             prof.files.append(str(path))
             for key, value in values.items():
-                if key == "template":
-                    value = str((path.parent / os.path.expanduser(value)).resolve())
-                prof.values[key] = Value(value, f"{where}:{lines[('profiles', pname, key)]}")
+                if key == "template":  # relative to the file that names it
+                    resolved = str((path.parent / os.path.expanduser(value)).resolve())
+                else:
+                    resolved = value
+                prof.values[key] = Value(resolved, f"{where}:{lines[('profiles', pname, key)]}")
 
     def add_env(self, env) -> None:
         self.env = dict(env)
-        for key, check in SETTING_KEYS.items():
+        for key in SETTING_KEYS:
             name = env_key(key)
             if env.get(name):
                 self.settings[key] = Value(env[name], f"environment {name}")

@@ -188,7 +188,8 @@ def parse(path: str, text: str | None = None):
 
     for key, knode, vnode in mapping_items(root, "-"):
         if key not in TOP_KEYS:
-            problems.append(Problem(name, _line(knode), key, "unknown key" + _suggest(key, TOP_KEYS)))
+            problems.append(Problem(name, _line(knode), key,
+                                    "unknown key" + _suggest(key, TOP_KEYS)))
             continue
         value = data.get(key) or {}
         lines[(key,)] = _line(knode)

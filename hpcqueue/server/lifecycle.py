@@ -159,7 +159,7 @@ class Server:
             core.autoalloc.stop()
         if self.listener is not None:
             self.listener.close()
-        for wid, peer in list(core.live.items()):
+        for peer in list(core.live.values()):
             try:
                 core.send(peer, {"op": "stop", "reason": "the server stopped"})
             except (OSError, RuntimeError):

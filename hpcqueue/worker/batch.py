@@ -1,7 +1,8 @@
 """What a worker learns from the batch job it runs in: the job id and its end.
 
 Inside Slurm (``SLURM_JOB_ID``), PBS (``PBS_JOBID``) or Grid Engine
-(``JOB_ID``) the worker asks the scheduler once how much time the job has left, so it never starts a task whose
+(``JOB_ID``) the worker asks the scheduler once how much time the job has
+left, so it never starts a task whose
 ``--time-request`` would not fit.  ``HPCQUEUE_ALLOC_END`` (epoch seconds), set
 by hpcqueue's own allocation scripts, saves that call.
 """

@@ -23,8 +23,8 @@ def read_hostfile(path: str) -> list[tuple[str, int | None]]:
     except OSError as e:
         raise UsageError(f"cannot read host file {path!r}: {e.strerror}") from None
     hosts = []
-    for n, line in enumerate(lines, 1):
-        line = line.split("#", 1)[0].strip()
+    for n, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         host, _, port = line.partition(":")

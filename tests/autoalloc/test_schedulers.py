@@ -90,7 +90,8 @@ def test_pbs_status_and_commands():
     assert pbs.classify(RawStatus("F", exit_code=-11), True)[1].text == "time limit reached"
 
 
-QSTAT_SGE = """job-ID  prior   name       user         state submit/start at     queue    slots ja-task-ID
+QSTAT_SGE = """\
+job-ID  prior   name       user   state submit/start at     queue    slots ja-task-ID
 -----------------------------------------------------------------------------------------
      66 0.50000 hpcq-1-1   root         r     11/22/2026 13:58:41 all.q@vm     1
      67 0.00000 hpcq-1-2   root         qw    11/22/2026 13:58:42              1

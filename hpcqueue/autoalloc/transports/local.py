@@ -31,8 +31,9 @@ class LocalTransport:
                                  f"{' '.join(check.stderr.split())}", command=["bash", "-n"])
         if hold:
             return "dry-run"
-        wrapper = (f"bash {shlex.quote(str(script))} >{shlex.quote(str(cwd / 'stdout'))} "
-                   f"2>{shlex.quote(str(cwd / 'stderr'))}; echo $? >{shlex.quote(str(cwd / 'exit'))}")
+        q = shlex.quote
+        wrapper = (f"bash {q(str(script))} >{q(str(cwd / 'stdout'))} "
+                   f"2>{q(str(cwd / 'stderr'))}; echo $? >{q(str(cwd / 'exit'))}")
         proc = subprocess.Popen(["bash", "-c", wrapper], cwd=cwd, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)

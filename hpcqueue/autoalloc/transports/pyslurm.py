@@ -39,7 +39,7 @@ def load_pyslurm(module=None, version=None):
     cluster = version if version is not None else cluster_version()
     if module is None:
         try:
-            import pyslurm as module  # noqa: PLC0415 (an optional extra)
+            import pyslurm as module  # an optional extra
         except ImportError as e:
             raise SchedulerError(
                 f"the pyslurm transport needs the `pyslurm` module, which does not import here "
