@@ -30,7 +30,9 @@ profiles:
 
 
 @pytest.fixture
-def layers(tmp_path):
+def layers(tmp_path, monkeypatch):
+    # in this process only the layers made here count (the shipped ones: test_site_configs)
+    monkeypatch.setattr(config, "PACKAGED", tmp_path / "no-packaged-configs")
     system = tmp_path / "etc"
     user = tmp_path / "xdg" / "hpcqueue"
     system.mkdir()

@@ -41,6 +41,8 @@ SERVER_DIR = "/srv/hpcq"
 PYTHON = "/opt/python/bin/python3"
 #: what a profile's `server-address: {interface: ...}` resolves to in the golden scripts
 INTERFACE_ADDRESS = "192.0.2.10"  # TEST-NET-1: documentation only
+#: read before the `isolated` fixture clears every HPCQUEUE_* variable
+UPDATE_GOLDEN = bool(os.environ.get("HPCQUEUE_UPDATE_GOLDEN"))
 
 
 def _packaged_config() -> config.Config:
@@ -177,7 +179,7 @@ def golden_path(qualified: str) -> Path:
 def test_profile_renders_to_its_golden_script(qualified, stable, tmp_path):
     text = golden_script(qualified, tmp_path)
     path = golden_path(qualified)
-    if os.environ.get("HPCQUEUE_UPDATE_GOLDEN"):
+    if UPDATE_GOLDEN:
         path.write_text(text)
     assert text == path.read_text(), f"{path} differs: HPCQUEUE_UPDATE_GOLDEN=1 if meant"
     check = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
@@ -193,7 +195,7 @@ def test_profile_renders_to_its_golden_script(qualified, stable, tmp_path):
              f"--idle-timeout {v.get('idle-timeout', 300.0):g}s"
     assert worker in text
     assert (f"--cpus {v['cpus']}" in text) == ("cpus" in v)
-    assert (f"--resource gpus={v['gpus']}" in text) == bool(v.get("gpus"))
+    assert (f"--resource gpus={v.get('gpus')}" in text) == bool(v.get("gpus"))
     for module in v.get("modules", []):
         assert f"module load {module}\n" in text
     for key, value in v.get("env", {}).items():
@@ -431,30 +433,31 @@ def ci_mapping(v: dict, node: dict) -> tuple[list[str], dict, dict]:
     return flags, env, mapped
 
 
-def dry_run(qualified: str, node: dict, tmp_path: Path, env: dict | None = None):
-    v = profile_values(qualified)
-    flags, extra_env, mapped = ci_mapping(v, node)
-    p = hq("alloc", "dry-run", v["scheduler"], "--profile", qualified, *flags,
-           server_dir=tmp_path / "server", env={**(env or {}), **extra_env}, check=False,
-           timeout=120)
-    assert p.returncode == 0, f"{qualified} with {flags} {extra_env}:\n{p.stderr}"
+def dry_run(qualified: str, tmp_path: Path, flags=(), env=None) -> str:
+    """`hpcqueue alloc dry-run SCHEDULER --profile QUALIFIED FLAGS`: the script printed."""
+    p = hq("alloc", "dry-run", profile_values(qualified)["scheduler"], "--profile", qualified,
+           *flags, server_dir=tmp_path / "server", env=env, check=False, timeout=120)
+    assert p.returncode == 0, f"{qualified} {' '.join(flags)} {env or ''}:\n{p.stderr}"
     assert "dry run passed: the scheduler accepted the script" in p.stderr
-    return p.stdout, v, flags, mapped
+    return p.stdout
 
 
 @pytest.mark.parametrize("qualified", by_scheduler("slurm"))
 def test_slurm_profile_passes_a_dry_run_on_the_ci_slurm(qualified, slurm, ci_node, tmp_path):
-    script, v, flags, mapped = dry_run(qualified, ci_node, tmp_path)
+    v = profile_values(qualified)
+    flags, env, mapped = ci_mapping(v, ci_node)
+    script = dry_run(qualified, tmp_path, flags, env)
     lines = script.splitlines()
     assert f"#SBATCH --partition={flags[1]}" in lines
     assert f"#SBATCH --time={Slurm().time(v['time-limit'])}" in lines
     for key in ("account", "qos"):  # as the profile says: the CI Slurm accepts any
-        assert (f"#SBATCH --{key}={v[key]}" in lines) == (key in v)
-    assert f"#SBATCH --cpus-per-task={mapped.get('cpus', v.get('cpus'))}" in lines \
-        or "cpus" not in v
+        assert (f"#SBATCH --{key}={v.get(key)}" in lines) == (key in v)
+    if "cpus" in v:
+        assert f"#SBATCH --cpus-per-task={mapped.get('cpus', v['cpus'])}" in lines
     assert not any(line.startswith("#SBATCH --gpus") for line in lines)
     if "mem" in v:
         assert f"#SBATCH --mem={mapped.get('mem', v['mem'])}" in lines
+    assert f"#SBATCH --nodes={mapped.get('workers-per-alloc', v['workers-per-alloc'])}" in lines
     for arg in mapped.get("extra-args", v.get("extra-args", [])):
         assert f"#SBATCH {arg}" in lines
     for module in v.get("modules", []):
@@ -467,27 +470,33 @@ def test_slurm_profile_passes_a_dry_run_on_the_ci_slurm(qualified, slurm, ci_nod
 def test_pbs_profile_passes_a_dry_run_through_the_qsub_wrappers(qualified, pbs_wrappers,
                                                                  ci_node, tmp_path):
     """Slurm's qsub wrapper has sbatch read the #PBS lines: the queue (as the partition),
-    walltime and the select chunk's ncpus are checked against the CI cluster."""
-    script, v, flags, mapped = dry_run(qualified, ci_node, tmp_path, env=pbs_wrappers)
+    the walltime and the CPUs of the select chunk are checked against the CI cluster."""
+    v = profile_values(qualified)
+    flags, env, mapped = ci_mapping(v, ci_node)
+    script = dry_run(qualified, tmp_path, flags, {**pbs_wrappers, **env})
     lines = script.splitlines()
-    assert f"#PBS -q {flags[1]}" in lines and f"#PBS -l walltime={hms(v['time-limit'])}" in lines
-    assert f"#PBS -A {v['account']}" in lines if "account" in v else True
+    assert f"#PBS -q {flags[1]}" in lines
+    assert f"#PBS -l walltime={hms(v['time-limit'])}" in lines
+    assert f"#PBS -A {v['account']}" in lines or "account" not in v
+    select = next(line for line in lines if line.startswith("#PBS -l select="))
+    assert select.startswith(f"#PBS -l select=1:ncpus={mapped.get('cpus', v['cpus'])}")
     for arg in v.get("extra-args", []):
         assert f"#PBS {arg}" in lines
 
 
 @pytest.mark.parametrize("qualified", by_scheduler("sge"))
-def test_sge_profile_passes_a_dry_run_on_the_ci_grid_engine(qualified, sge, ci_node,
-                                                            tmp_path):
-    script, v, _, _ = dry_run(qualified, {"cpus": 10 ** 6, "mem_mb": 10 ** 9, "nodes": 1},
-                              tmp_path, env=sge)
+def test_sge_profile_passes_a_dry_run_on_the_ci_grid_engine(qualified, sge, tmp_path):
+    """As the profile is: the CI Grid Engine has the parallel environment smp."""
+    v = profile_values(qualified)
+    script = dry_run(qualified, tmp_path, env=sge)
     assert f"#$ -pe smp {v['cpus']}" in script.splitlines()
+    assert f"#$ -l h_rt={hms(v['time-limit'])}" in script.splitlines()
 
 
 @pytest.mark.parametrize("qualified", by_scheduler("local"))
 def test_local_profile_passes_a_dry_run(qualified, tmp_path):
-    script, v, _, _ = dry_run(qualified, {"cpus": 10 ** 6, "mem_mb": 10 ** 9, "nodes": 10 ** 6},
-                              tmp_path)
+    v = profile_values(qualified)
+    script = dry_run(qualified, tmp_path)
     assert script.count(" worker start ") == v["workers-per-alloc"]
 
 
@@ -499,7 +508,7 @@ def test_every_ci_mapping_is_named():
 
 # ----------------------------------------------------------------- (f) end to end
 
-def squeue_job(job_id: str) -> dict:
+def scontrol_job(job_id: str) -> dict:
     out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
     return dict(re.findall(r"(\w+)=(\S*)", out.stdout))
 
@@ -545,7 +554,7 @@ def test_generic_slurm_profile_runs_tasks_in_partition_debug(slurm_cluster, tmp_
     assert {partition for partition, _ in ran} == {"debug"}     # each task, inside its job
     assert {job for _, job in ran} <= job_ids
     for job_id in job_ids:                                      # and Slurm agrees
-        job = squeue_job(job_id)
+        job = scontrol_job(job_id)
         assert job["Partition"] == "debug" and job["TimeLimit"] == "00:30:00", job
     script = c.hq("alloc", "log", "1.1", "script").stdout
     assert "#SBATCH --partition=debug" in script.splitlines()
