@@ -100,10 +100,10 @@ def test_bad_environment_value(layers):
 
 def test_alloc_with_a_profile_refuses_bad_flags_and_another_scheduler(layers, tmp_path):
     env, _, _ = layers
-    p = hq("alloc", "dry-run", "slurm", "--profile", "gpu", "--partition", "cpu",
+    p = hq("alloc", "dry-run", "slurm", "--profile", "campus/gpu", "--partition", "cpu",
            "--no-such-flag", server_dir=tmp_path / "sd", env=env, check=False)
     assert p.returncode == 2 and "--no-such-flag" in p.stderr
-    p = hq("alloc", "dry-run", "pbs", "--profile", "gpu", server_dir=tmp_path / "sd", env=env,
+    p = hq("alloc", "dry-run", "pbs", "--profile", "campus/gpu", server_dir=tmp_path / "sd", env=env,
            check=False)
     assert p.returncode == 2 and "is for slurm, not pbs" in p.stderr
 
