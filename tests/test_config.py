@@ -103,8 +103,8 @@ def test_alloc_with_a_profile_refuses_bad_flags_and_another_scheduler(layers, tm
     p = hq("alloc", "dry-run", "slurm", "--profile", "campus/gpu", "--partition", "cpu",
            "--no-such-flag", server_dir=tmp_path / "sd", env=env, check=False)
     assert p.returncode == 2 and "--no-such-flag" in p.stderr
-    p = hq("alloc", "dry-run", "pbs", "--profile", "campus/gpu", server_dir=tmp_path / "sd", env=env,
-           check=False)
+    p = hq("alloc", "dry-run", "pbs", "--profile", "campus/gpu", server_dir=tmp_path / "sd",
+           env=env, check=False)
     assert p.returncode == 2 and "is for slurm, not pbs" in p.stderr
 
 

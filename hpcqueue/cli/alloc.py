@@ -103,8 +103,6 @@ def build_params(ctx, opts: dict):
     for param, key in FLAG_KEYS.items():
         if key and _given(ctx, param) and opts.get(param) is not None:
             flags[key] = opts[param]
-    if flags.get("template"):
-        flags["template"] = os.path.abspath(flags["template"])
     if opts.get("extra_args"):
         flags["extra-args"] = list(opts["extra_args"])
     ref = opts.get("profile") or (cfg.settings["profile"].value if "profile" in cfg.settings
@@ -122,6 +120,7 @@ def build_params(ctx, opts: dict):
         raise UsageError("no time limit: give --time-limit, or use a profile that sets "
                          "time-limit")
     if fields.get("template"):
+        fields["template"] = os.path.abspath(os.path.expanduser(fields["template"]))
         try:
             with open(fields["template"], encoding="utf-8") as f:
                 fields["template_text"] = f.read()

@@ -1,0 +1,24 @@
+#!/bin/bash
+#PBS -N hpcq-1-1
+#PBS -o /srv/hpcq/autoalloc/1/1/stdout
+#PBS -e /srv/hpcq/autoalloc/1/1/stderr
+#PBS -l walltime=04:00:00
+#PBS -l select=1:ncpus=64:mpiprocs=1:ompthreads=1:ngpus=4
+#PBS -q main
+#PBS -A UXXX0000
+#PBS -r n
+#PBS -l job_priority=regular
+
+# allocation 1.1 of queue 1, made by hpcqueue
+export HPCQUEUE_ALLOC_ID=1.1
+export HPCQUEUE_SERVER_DIR=/srv/hpcq
+# when the allocation ends: workers never start a task that would not fit before it
+export HPCQUEUE_ALLOC_END=$(( $(date +%s) + 14400 ))
+module load conda
+
+export TMPDIR="/glade/derecho/scratch/$USER/tmp"
+mkdir -p "$TMPDIR"
+/opt/python/bin/python3 -m hpcqueue worker start --on-server-lost reconnect --idle-timeout 600s --cpus 64 --resource gpus=4
+status=$?
+exit $status
+

@@ -1,0 +1,22 @@
+#!/bin/bash
+#PBS -N hpcq-1-1
+#PBS -o /srv/hpcq/autoalloc/1/1/stdout
+#PBS -e /srv/hpcq/autoalloc/1/1/stderr
+#PBS -l walltime=04:00:00
+#PBS -l select=4:ncpus=32
+#PBS -l place=scatter:excl
+
+# allocation 1.1 of queue 1, made by hpcqueue
+export HPCQUEUE_ALLOC_ID=1.1
+export HPCQUEUE_SERVER_DIR=/srv/hpcq
+# when the allocation ends: workers never start a task that would not fit before it
+export HPCQUEUE_ALLOC_END=$(( $(date +%s) + 14400 ))
+
+# one worker per node of the allocation
+while read -r node; do
+    pbsdsh -h "$node" -- /bin/bash -c '/opt/python/bin/python3 -m hpcqueue worker start --on-server-lost reconnect --idle-timeout 600s --cpus 32' &
+done < <(sort -u "$PBS_NODEFILE")
+wait
+status=$?
+exit $status
+

@@ -1,0 +1,12 @@
+#!/bin/bash
+# allocation 1.1 of queue 1, made by hpcqueue
+export HPCQUEUE_ALLOC_ID=1.1
+export HPCQUEUE_SERVER_DIR=/srv/hpcq
+# when the allocation ends: workers never start a task that would not fit before it
+export HPCQUEUE_ALLOC_END=$(( $(date +%s) + 3600 ))
+
+/opt/python/bin/python3 -m hpcqueue worker start --on-server-lost reconnect --idle-timeout 60s &
+wait
+status=$?
+exit $status
+
