@@ -234,7 +234,7 @@ class AutoAlloc:
         """Keep the folders of the last `keep_dirs` ended allocations."""
         ended = sorted((a for a in q.allocations.values() if not a.live),
                        key=lambda a: a.ended or 0)
-        for a in ended[:-q.params.keep_dirs or None] if len(ended) > q.params.keep_dirs else []:
+        for a in ended[:max(0, len(ended) - q.params.keep_dirs)]:
             shutil.rmtree(a.dir, ignore_errors=True)
 
     async def cancel_all(self, q: AllocQueue) -> list[str]:

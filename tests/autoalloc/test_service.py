@@ -181,3 +181,21 @@ def test_remove_force_cancels_and_drains(tmp_path):
         await h.aa.refresh()
         assert q.state is QueueState.REMOVED
     asyncio.run(main())
+
+
+def test_only_the_last_folders_of_ended_allocations_are_kept(tmp_path):
+    async def main():
+        t = FakeTransport()
+        h = Harness(tmp_path, t)
+        q = h.add_queue(backlog=2, keep_dirs=1)
+        h.submit_job(10)
+        await h.aa.cycle()
+        for job_id in ("100", "101"):
+            t.statuses[job_id] = RawStatus("TIMEOUT")  # ended, not the queue's fault
+        h.aa._last_poll = 0
+        await h.aa.cycle()  # sees both end, then submits again, which trims
+        assert "1.3" in q.allocations
+        assert not (tmp_path / "autoalloc/1/1").exists()
+        assert (tmp_path / "autoalloc/1/2/job.sh").exists()
+        assert (tmp_path / "autoalloc/1/3/job.sh").exists()
+    asyncio.run(main())
