@@ -180,13 +180,14 @@ class Job:
         self.t0[i] = t0 or self.t0[i]
         self.t1[i] = t1
         self.exit[i] = code
-        run = max(0.0, t1 - (t0 or t1))
+        run = t1 - t0 if t0 and t1 > t0 else 0.0
         m = self.mean_runtime
         self.mean_runtime = run if m is None else 0.9 * m + 0.1 * run
         if code == 0:
             self.state[i] = FINISHED
             self.counts[FINISHED] += 1
-            self.errors.pop(i, None)
+            if self.errors:
+                self.errors.pop(i, None)  # an earlier attempt's error
             return False
         if self.retries[i] < self.max_retries and not self.canceled:
             self.retries[i] += 1
