@@ -77,7 +77,6 @@ class ServerState:
         self.just_done: list[Job] = []
         #: (worker id, job id, index) of running tasks canceled in the last apply
         self.to_kill: list[tuple[int, int, int]] = []
-        self.events_applied = 0
         #: allocation queues and allocations (events aq_* and alloc_*)
         self.alloc = AllocBook()
         self._handlers = {name[4:]: getattr(self, name) for name in dir(self)
@@ -109,7 +108,6 @@ class ServerState:
     # ------------------------------------------------------------- apply
 
     def apply(self, ev: dict) -> None:
-        self.events_applied += 1
         self._handlers[ev["e"]](ev)
 
     def _on_server(self, ev: dict) -> None:

@@ -57,7 +57,6 @@ class Core:
         self.waiters: list[Waiter] = []
         self._dispatch_scheduled = False
         self.loop = asyncio.get_event_loop()
-        self.dispatched = 0
         self.autoalloc = None  # the AutoAlloc service, once the server runs
         self.info: dict = {}
 
@@ -166,7 +165,6 @@ class Core:
             for i in picked[k + 1]:
                 out.append((jid, i, ids.id_at(i), starts[i] - 1,
                             entries[i] if entries is not None else None))
-                self.dispatched += 1
         self.send(peer, {"op": "tasks", "jobs": defs, "tasks": out})
 
 
