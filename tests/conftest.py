@@ -1,4 +1,9 @@
-"""Shared fixtures: a real server and real workers as subprocesses."""
+"""Shared fixtures: a real server and real workers as subprocesses.
+
+Every process the tests start inherits ``HPCQUEUE_TEST_RUN`` (one value per session), also
+through Slurm, which exports the submitter's environment.  At the end of the session any
+process still carrying it is a leak: it is listed, killed, and the session fails.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,72 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+
+RUN_MARKER = "HPCQUEUE_TEST_RUN"
+os.environ[RUN_MARKER] = uuid.uuid4().hex
+LEAK_GRACE = 5.0  # seconds a process may take to end after the last test
+
+
+def _environ(pid: int) -> dict[bytes, bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    return dict(item.partition(b"=")[::2] for item in raw.split(b"\0") if item)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def processes_with(key: str, value: str) -> list[int]:
+    """Live processes (not this one, not zombies) whose environment has KEY=VALUE."""
+    want = (key.encode(), value.encode())
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        if _environ(pid).get(want[0]) == want[1] and _cmdline(pid):
+            out.append(pid)
+    return out
+
+
+def kill_all(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session if a process started by the tests outlives it."""
+    marker = os.environ[RUN_MARKER]
+    deadline = time.monotonic() + LEAK_GRACE
+    while (left := processes_with(RUN_MARKER, marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not left:
+        return
+    lines = "\n".join(f"  {pid}: {_cmdline(pid)[:200]}" for pid in left)
+    kill_all(left)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = (f"{len(left)} process(es) started by the tests outlived the session "
+               f"(now killed):\n{lines}")
+    if reporter is not None:
+        reporter.write_line(message, red=True)
+    else:
+        print(message, file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def hq(*args, server_dir=None, check=True, input=None, timeout=60, cwd=None, env=None):
@@ -108,6 +176,9 @@ class Cluster:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        # what the server started on its own (local allocations and their workers) runs in
+        # sessions of its own, and finds the server through the server dir it inherited
+        kill_all(processes_with("HPCQUEUE_SERVER_DIR", str(self.server_dir)))
 
 
 @pytest.fixture
@@ -124,19 +195,25 @@ def _have(cmd: list[str]) -> bool:
         return False
 
 
-def require(what: str, cmd: list[str]) -> None:
-    """Skip a test without its real peer; in CI (CI=true) that is a failure instead."""
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(what: str, cmd: list[str], script: str) -> None:
+    """Skip a test without its real peer; in CI (CI=true) that is a failure instead.
+
+    SCRIPT is the command that brings the peer up."""
     if _have(cmd):
         return
     message = f"{what} is not available (`{' '.join(cmd)}` failed)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{message}: CI must bring it up (bash ci/slurm.sh up)", pytrace=False)
-    pytest.skip(f"{message}: run `bash ci/slurm.sh up` as root to test against it")
+    if in_ci():
+        pytest.fail(f"{message}: CI must bring it up ({script})", pytrace=False)
+    pytest.skip(f"{message}: run `{script}` as root to test against it")
 
 
 @pytest.fixture(scope="session")
 def slurm():
-    require("Slurm", ["sinfo", "--noheader"])
+    require("Slurm", ["sinfo", "--noheader"], "bash ci/slurm.sh up")
 
 
 PBS_WRAPPERS = "/opt/hpcqueue-ci/pbs/bin"
@@ -146,8 +223,8 @@ SGE_ENV = Path(__file__).resolve().parent.parent / "ci" / "sge.env"
 @pytest.fixture(scope="session")
 def pbs_wrappers(slurm):
     """The environment in which `qsub` is Slurm's PBS wrapper (ci/pbs-wrappers.sh)."""
-    require("Slurm's PBS wrappers (bash ci/pbs-wrappers.sh)",
-            ["test", "-x", f"{PBS_WRAPPERS}/qsub"])
+    require("Slurm's PBS wrappers", ["test", "-x", f"{PBS_WRAPPERS}/qsub"],
+            "bash ci/pbs-wrappers.sh")
     return {"PATH": f"{PBS_WRAPPERS}:{os.environ['PATH']}"}
 
 
@@ -159,12 +236,14 @@ def sge():
         if line.startswith("export "):
             key, _, value = line[len("export "):].partition("=")
             env[key] = value
-    require("Grid Engine (bash ci/sge.sh up)",
-            ["env", *(f"{k}={v}" for k, v in env.items()), "/usr/bin/qstat", "-u", "*"])
+    require("Grid Engine",
+            ["env", *(f"{k}={v}" for k, v in env.items()), "/usr/bin/qstat", "-u", "*"],
+            "bash ci/sge.sh up")
     return env
 
 
 @pytest.fixture(scope="session")
 def sshd(slurm):
     require("the CI sshd on 127.0.0.1:2222 (alias hpcq-login)",
-            ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "hpcq-login", "true"])
+            ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "hpcq-login", "true"],
+            "bash ci/sshd.sh up")

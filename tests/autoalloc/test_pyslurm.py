@@ -108,3 +108,14 @@ def test_missing_module_is_a_clear_error_at_add(tmp_path, slurm):
            "--time-limit", "10m", server_dir=tmp_path / "sd", check=False)
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert "pyslurm" in p.stderr and "22.05" in p.stderr and "--transport cli" in p.stderr
+    # PyPI has no pyslurm for 22.05: the message must not send the user to pip for it
+    assert "pip install" not in p.stderr and "build pyslurm from its source" in p.stderr
+
+
+def test_install_hint_suggests_pip_only_where_pypi_has_a_build():
+    from hpcqueue.autoalloc.transports.pyslurm import install_hint
+
+    assert "pip install 'hpcqueue[pyslurm]'" in install_hint("25.11.2")
+    for version in ("22.05.8", "23.11.1", None):
+        assert "pip install" not in install_hint(version)
+    assert "23.11" in install_hint("23.11.1")

@@ -1,7 +1,7 @@
 """The pyslurm transport: submit, status and cancel through pyslurm's API.
 
 pyslurm is compiled against one Slurm release and works only with a cluster of
-the same major version (PyPI carries 25.11 only).  A missing module or a
+the same major version.  A missing module or a
 version mismatch is a clear error naming both versions, raised at `alloc add`
 (during the dry run), before any queue is made.
 """
@@ -17,6 +17,8 @@ from hpcqueue.autoalloc.schedulers.base import RawStatus
 from hpcqueue.exceptions import SchedulerError
 
 HINT = "use --transport cli (sbatch/squeue/scancel) instead"
+# The Slurm major versions that PyPI has a pyslurm release for (`pip index versions pyslurm`)
+PYPI_MAJORS = ("25.11",)
 
 
 def cluster_version() -> str | None:
@@ -43,14 +45,26 @@ def load_pyslurm(module=None, version=None):
         except ImportError as e:
             raise SchedulerError(
                 f"the pyslurm transport needs the `pyslurm` module, which does not import here "
-                f"({e}); install `hpcqueue[pyslurm]` built for this cluster's Slurm "
-                f"{cluster or '(unknown version)'}, or {HINT}") from None
+                f"({e}); {install_hint(cluster)}, or {HINT}") from None
     ours = getattr(module, "__version__", None)
     if cluster and _major(ours) != _major(cluster):
         raise SchedulerError(
             f"pyslurm {ours} does not match this cluster's Slurm {cluster}: pyslurm works only "
             f"with the Slurm major version it was built for ({_major(ours)}); {HINT}")
     return module
+
+
+def install_hint(cluster: str | None) -> str:
+    """How to get a pyslurm that can work with a cluster of this Slurm version."""
+    major = _major(cluster)
+    if major in PYPI_MAJORS:
+        return f"install it with `pip install 'hpcqueue[pyslurm]'` (Slurm {cluster})"
+    if major is None:
+        return ("pyslurm must be built for this cluster's Slurm major version, which "
+                "`sinfo --version` did not tell")
+    return (f"PyPI has no pyslurm for this cluster's Slurm {cluster} (only for "
+            f"{', '.join(PYPI_MAJORS)}): build pyslurm from its source at the release "
+            f"matching {major} (github.com/PySlurm/pyslurm)")
 
 
 class PyslurmTransport:
