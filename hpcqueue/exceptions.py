@@ -48,6 +48,31 @@ class JournalError(HpcqueueError):
     """A journal file that is not ours, of an unknown version, or damaged."""
 
 
+class JournalDamaged(JournalError):
+    """Damage in the middle of a journal: intact records follow bytes that fail their check."""
+
+    def __init__(self, path, start: int, end: int):
+        super().__init__(
+            f"journal {path} is damaged at byte {start} (bytes {start}-{end - 1} fail their "
+            f"checksum, and intact records follow from byte {end}): the server does not start "
+            f"on it, so that nothing is lost or changed silently; `hpcqueue journal check "
+            f"{path}` shows what is intact, and `hpcqueue journal repair {path}` writes a "
+            "journal of every intact record, keeping the original")
+        self.path, self.start, self.end = path, start, end
+
+
+class JournalUnavailable(JournalError):
+    """The journal cannot be written now (disk full, I/O error, read-only file system)."""
+
+    def __init__(self, path, error: OSError | str):
+        cause = error if isinstance(error, str) else (error.strerror or str(error))
+        super().__init__(
+            f"the journal {path} cannot be written ({cause}): this request was not accepted, "
+            "and nothing accepted before it was lost; the server keeps running, retries, and "
+            "accepts requests again by itself once it can write")
+        self.path, self.cause = path, cause
+
+
 class NotFound(RequestError):
     """A job, task or worker id that the server does not know."""
 

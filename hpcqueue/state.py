@@ -16,6 +16,7 @@ Events (``e`` is the kind, ``t`` the server's clock when it happened):
 - ``done``: results (``w``, ``r`` = [[job, index, instance, exit, t0, t1, msg], ...])
 - ``back``: a worker handed tasks back unstarted (``w``, ``tasks`` as in ``start``)
 - ``cancel``: jobs were canceled (``ids``)
+- ``note``: a line for people (``msg``), e.g. the journal could be written again; no change
 - ``aq_*`` and ``alloc_*``: allocation queues, see :mod:`hpcqueue.autoalloc.book`
 """
 
@@ -115,6 +116,9 @@ class ServerState:
         for w in self.workers.values():
             if w.state is WorkerState.RUNNING:
                 self._worker_gone(w, "server restarted", crash=False, t=t)
+
+    def _on_note(self, ev: dict) -> None:
+        pass
 
     def _on_ids(self, ev: dict) -> None:
         self.next_job_id = max(self.next_job_id, ev["job"])

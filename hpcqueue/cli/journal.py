@@ -1,4 +1,4 @@
-"""`hpcqueue journal export|prune|flush`."""
+"""`hpcqueue journal export|check|repair|upgrade|prune|flush`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,50 @@ def export(path):
     from hpcqueue.journal.tools import export as do_export
 
     do_export(path, sys.stdout)
+
+
+@journal.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+def check(path):
+    """Tell what is intact in a journal and where damage begins (exit 1 if damaged)."""
+    from hpcqueue.journal.tools import check as do_check
+
+    report = do_check(path)
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@journal.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+def repair(path):
+    """Write a journal of every intact record of a damaged one (the server must be stopped).
+
+    The original is kept beside it as PATH.damaged."""
+    from hpcqueue.journal.tools import repair as do_repair
+
+    backup, report, dropped = do_repair(path)
+    lost = sum(end - start for start, end in report.damaged)
+    click.echo(f"{path}: kept {report.events - dropped:,} of {report.events:,} intact events "
+               f"({report.frames:,} frames); lost {lost:,} damaged byte(s) in "
+               f"{len(report.damaged)} stretch(es)"
+               + (f" and {dropped:,} event(s) that depended on what was lost" if dropped
+                  else ""))
+    for start, end in report.damaged:
+        click.echo(f"  lost bytes {start:,}-{end - 1:,}")
+    click.echo(f"the original is kept as {backup}")
+
+
+@journal.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+def upgrade(path):
+    """Rewrite a journal of an older hpcqueue in the current format (keeps a backup)."""
+    from hpcqueue.journal.tools import upgrade as do_upgrade
+
+    backup, events = do_upgrade(path)
+    click.echo(f"{path}: upgraded {events:,} events to format version 2; the original is "
+               f"kept as {backup}")
 
 
 @journal.command()

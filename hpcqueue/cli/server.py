@@ -26,11 +26,13 @@ def server():
               help="Append every state change to this file; a restart on it carries on.")
 @click.option("--journal-fsync", type=DURATION, default="1s", show_default=True,
               help="How often unsynced journal data is fsynced.")
+@click.option("--journal-upgrade", is_flag=True,
+              help="Upgrade a journal written by an older hpcqueue (a backup is kept).")
 @click.option("--heartbeat", type=DURATION, default="8s", show_default=True,
               help="Worker heartbeat interval; a worker silent for 3 of them is lost.")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.pass_context
-def start(ctx, host, port, journal, journal_fsync, heartbeat, verbose):
+def start(ctx, host, port, journal, journal_fsync, journal_upgrade, heartbeat, verbose):
     """Run a server in the foreground (under tmux or screen for long runs)."""
     import os
     from pathlib import Path
@@ -44,6 +46,7 @@ def start(ctx, host, port, journal, journal_fsync, heartbeat, verbose):
         server_dir=get_server_dir(ctx), host=host, port=port,
         journal=Path(os.path.abspath(os.path.expanduser(journal))) if journal else None,
         fsync_interval=journal_fsync, heartbeat=max(0.5, heartbeat),
+        journal_upgrade=journal_upgrade,
     )
     run_server(cfg)
 

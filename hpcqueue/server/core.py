@@ -1,10 +1,18 @@
 """The server's core: state, journal, live workers, waiters and dispatch.
 
 Everything that changes state goes through :meth:`Core.record`: the event is
-appended to the journal, applied to the state, and its effects (waking waiters,
-killing canceled tasks, a new dispatch round) are scheduled.  Messages leave
-only through :meth:`Core.send`, which first hands buffered journal events to
-the kernel, so nothing is acknowledged before it is journaled.
+written to the journal (one frame, handed to the kernel), then applied to the
+state, and its effects (waking waiters, killing canceled tasks, a new dispatch
+round) are scheduled.  So the state never runs ahead of the journal, and
+nothing is acknowledged before it is journaled.
+
+When the journal cannot be written (disk full, I/O error), `record` raises
+JournalUnavailable and changes nothing: a client's request is refused with
+that error, dispatch pauses, and facts that cannot be refused (`_FACTS`: a
+worker's results, tasks it handed back, a worker gone) wait in `held`, in
+order, unapplied.  The main loop
+retries once a second; the first write that succeeds carries the held events,
+and the server goes on as before.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import asyncio
 import logging
 import time
 
+from hpcqueue.exceptions import JournalUnavailable
 from hpcqueue.jobs import Job
 from hpcqueue.model import WorkerState
 from hpcqueue.server import dispatch
@@ -24,6 +33,9 @@ log = logging.getLogger("hpcqueue.server")
 #: takes room, and the round that recorded it already filled what it could)
 _FREES_OR_ADDS_WORK = frozenset({"job", "worker", "wgone", "done", "back", "cancel"})
 _WAKES_AUTOALLOC = frozenset({"job", "worker", "wgone", "back", "aq_add", "aq_resume"})
+#: events that report what has already happened elsewhere: they cannot be refused, so while
+#: the journal is down they are held, to be recorded in order when it is back
+_FACTS = frozenset({"done", "back", "wgone"})
 
 
 class Peer:
@@ -59,13 +71,69 @@ class Core:
         self.loop = asyncio.get_event_loop()
         self.autoalloc = None  # the AutoAlloc service, once the server runs
         self.info: dict = {}
+        #: why the journal cannot be written now (None: it can)
+        self.journal_down: JournalUnavailable | None = None
+        #: facts that happened while the journal was down, to record when it is back
+        self.held: list[dict] = []
+        self.streams: list = []  # callbacks that see every recorded event
 
     # ------------------------------------------------------------- events
 
     def record(self, event: dict) -> None:
-        if self.journal is not None:
-            self.journal.append(event)
-        self.state.apply(event)
+        """Journal EVENT, then apply it.  If it cannot be journaled: a fact is held, anything
+        else raises JournalUnavailable, and nothing changes."""
+        journal = self.journal
+        if journal is not None:
+            try:
+                if self.journal_down is not None:
+                    raise JournalUnavailable(journal.path, self.journal_down.cause)
+                journal.write([event])
+            except JournalUnavailable as e:
+                self._journal_failed(e)
+                if event["e"] in _FACTS:
+                    self.held.append(event)
+                    return
+                raise
+        try:
+            self.state.apply(event)
+        except Exception:
+            # a bug of ours (requests are checked before they become events): keep the
+            # event out of the journal, so that the next start does not replay it
+            if journal is not None:
+                journal.undo_last()
+            log.exception("internal error: event %r could not be applied; it was taken back "
+                          "out of the journal", event.get("e"))
+            raise
+        self._effects(event)
+
+    def retry_journal(self) -> bool:
+        """Try to write again after a failure; True once the journal is back."""
+        if self.journal_down is None:
+            return True
+        cause = self.journal_down.cause
+        held = self.held
+        note = {"e": "note", "msg": f"journal writable again after: {cause}", "t": time.time()}
+        try:
+            self.journal.write([*held, note])
+        except JournalUnavailable:
+            return False
+        self.journal_down, self.held = None, []
+        log.warning("journal %s can be written again (after: %s): %d event(s) held meanwhile "
+                    "were recorded", self.journal.path, cause, len(held))
+        for event in [*held, note]:
+            self.state.apply(event)
+            self._effects(event)
+        self.schedule_dispatch()
+        return True
+
+    def _journal_failed(self, error: JournalUnavailable) -> None:
+        if self.journal_down is None:
+            log.error("journal %s cannot be written (%s): refusing submits and pausing "
+                      "dispatch until it can; nothing acknowledged was lost; retrying every "
+                      "second", error.path, error.cause)
+        self.journal_down = error
+
+    def _effects(self, event: dict) -> None:
         state = self.state
         if state.just_done:
             done, state.just_done = state.just_done, []
@@ -77,10 +145,10 @@ class Core:
             self.schedule_dispatch()
         if self.autoalloc is not None and event["e"] in _WAKES_AUTOALLOC:
             self.autoalloc.poke()
+        for stream in self.streams:
+            stream(event)
 
     def send(self, peer: Peer, message) -> None:
-        if self.journal is not None and self.journal.dirty:
-            self.journal.flush()
         peer.writer.write(peer.session.seal(message))
 
     # ------------------------------------------------------------- jobs
@@ -138,7 +206,7 @@ class Core:
     # ------------------------------------------------------------- dispatch
 
     def schedule_dispatch(self) -> None:
-        if not self._dispatch_scheduled and self.live:
+        if not self._dispatch_scheduled and self.live and self.journal_down is None:
             self._dispatch_scheduled = True
             self.loop.call_soon(self._dispatch)
 
@@ -148,7 +216,10 @@ class Core:
         workers = [state.workers[wid] for wid in self.live]
         now = time.time()
         for w, picked in dispatch.plan(state.ready_jobs(), workers, now):
-            self.record({"e": "start", "w": w.id, "tasks": picked, "t": now})
+            try:
+                self.record({"e": "start", "w": w.id, "tasks": picked, "t": now})
+            except JournalUnavailable:
+                return  # dispatch resumes when the journal is back
             self._send_tasks(self.live[w.id], picked)
 
     def _send_tasks(self, peer: Peer, picked: list) -> None:

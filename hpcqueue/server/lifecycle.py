@@ -22,6 +22,8 @@ from hpcqueue.access import AccessRecord, connect, read_access, remove_access, w
 from hpcqueue.exceptions import (
     AuthenticationError,
     HpcqueueError,
+    JournalError,
+    JournalUnavailable,
     NoServerError,
     ProtocolError,
     RequestError,
@@ -37,6 +39,26 @@ from hpcqueue.server.workers import worker_session
 from hpcqueue.state import ServerState
 
 log = logging.getLogger("hpcqueue.server")
+DROP_LOG_INTERVAL = 60.0  # seconds: at most one line per interval for dropped strangers
+
+
+class RateLimitedLog:
+    """WARNING lines of one kind, at most one per interval, with a count of those held back,
+    so that a stranger knocking at the port cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger, interval: float):
+        self.logger, self.interval = logger, interval
+        self.last = -interval
+        self.held_back = 0
+
+    def log(self, line: str) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.held_back += 1
+            return
+        more = f" (and {self.held_back} more since the last such line)" if self.held_back else ""
+        self.logger.warning("%s%s", line, more)
+        self.last, self.held_back = now, 0
 
 
 def check_no_live_server(config: ServerConfig) -> None:
@@ -68,6 +90,7 @@ class Server:
         self.port = 0
         self.restored_events = 0
         self._conn_tasks: set[asyncio.Task] = set()
+        self._dropped = RateLimitedLog(log, DROP_LOG_INTERVAL)
 
     # ------------------------------------------------------------- lifecycle
 
@@ -84,21 +107,13 @@ class Server:
             check_no_live_server(cfg)
         state, journal = ServerState(), None
         if cfg.journal is not None:
-            from hpcqueue.journal import JournalWriter, restore_file
-
-            journal = JournalWriter(cfg.journal, cfg.fsync_interval)  # locks it first
-            good_end = None
-            if os.path.getsize(cfg.journal) > 0:
-                t0 = time.monotonic()
-                state, reader = restore_file(cfg.journal)
-                good_end = reader.good_end
-                self.restored_events = reader.count
-                log.info("restored %d events from %s in %.2fs%s", reader.count, cfg.journal,
-                         time.monotonic() - t0,
-                         " (dropped a torn last record)" if reader.torn else "")
-            journal.prepare(good_end)
+            state, journal = self._open_journal(cfg)
         self.core = core = Core(state, journal)
-        core.record({"e": "server", "t": time.time(), "v": __version__})
+        try:
+            core.record({"e": "server", "t": time.time(), "v": __version__})
+        except HpcqueueError:
+            journal.close()
+            raise
         try:
             self.listener = await asyncio.start_server(
                 self._on_connect, cfg.host, cfg.port, limit=1 << 20, reuse_address=True
@@ -125,6 +140,45 @@ class Server:
         log.info("server %s listening on %s:%d (server dir %s)", self.server_id, host,
                  self.port, cfg.server_dir)
 
+    def _open_journal(self, cfg: ServerConfig):
+        """(state restored from the journal, its writer), upgrading an old format if asked."""
+        from hpcqueue.journal import JournalWriter, restore_file
+        from hpcqueue.journal.format import UPGRADE_HINT
+        from hpcqueue.journal.tools import journal_version, temp_path, upgrade
+
+        path = cfg.journal
+        existed = os.path.exists(path)
+        if existed and os.path.getsize(path) > 0 and journal_version(path) == 1:
+            if not cfg.journal_upgrade:
+                raise JournalError(f"{path} has journal format version 1 (hpcqueue 0.1.0): "
+                                   + UPGRADE_HINT.format(path=path))
+            backup, events = upgrade(path)
+            log.warning("journal %s upgraded to format version 2 (%d events); the original "
+                        "is kept as %s", path, events, backup)
+        journal = JournalWriter(path, cfg.fsync_interval)  # locks it first
+        state, good_end = ServerState(), None
+        try:
+            try:  # the half-written file of a killed `journal prune` or compaction
+                os.unlink(temp_path(path))
+                log.info("removed %s, left by an interrupted rewrite of the journal",
+                         temp_path(path))
+            except FileNotFoundError:
+                pass
+            if existed and os.path.getsize(path) == 0:
+                log.warning("journal %s is empty (0 bytes): starting a new journal in it", path)
+            elif existed:
+                t0 = time.monotonic()
+                state, reader = restore_file(path)
+                good_end = reader.good_end
+                self.restored_events = reader.count
+                log.info("restored %d events from %s in %.2fs", reader.count, path,
+                         time.monotonic() - t0)
+            journal.prepare(good_end)
+        except BaseException:
+            journal.close()
+            raise
+        return state, journal
+
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -146,12 +200,22 @@ class Server:
             except asyncio.TimeoutError:
                 pass
             if core.journal is not None:
-                core.journal.maybe_sync()
+                self._tend_journal()
             now = time.monotonic()
             for wid, peer in list(core.live.items()):
                 if now - peer.last_seen > limit:
                     core.worker_gone(wid, f"no heartbeat for {limit:.0f}s", crash=True)
                     peer.writer.close()
+
+    def _tend_journal(self) -> None:
+        """Once a second: retry a journal that could not be written, fsync one that can."""
+        core = self.core
+        if core.journal_down is not None and not core.retry_journal():
+            return
+        try:
+            core.journal.maybe_sync()
+        except JournalUnavailable as e:
+            core._journal_failed(e)
 
     async def shutdown(self) -> None:
         core = self.core
@@ -187,12 +251,12 @@ class Server:
                 server_handshake(reader, writer, self.key), self.config.handshake_timeout
             )
         except (ProtocolError, AuthenticationError) as e:
-            log.warning("dropped a connection from %s: %s", addr, e)
+            self._dropped.log(f"dropped a connection from {addr}: {e}")
             await _close(writer)
             self._conn_tasks.discard(task)
             return
         except (asyncio.TimeoutError, OSError):
-            log.warning("dropped a connection from %s: no handshake", addr)
+            self._dropped.log(f"dropped a connection from {addr}: no handshake")
             await _close(writer)
             self._conn_tasks.discard(task)
             return
@@ -208,6 +272,8 @@ class Server:
                 self.core.worker_gone(peer.worker_id, str(e), crash=True)
             elif "closed" not in str(e):
                 log.warning("dropped client %s: %s", addr, e)
+        except JournalUnavailable as e:  # a worker that cannot be registered now
+            log.info("turned away a worker from %s: %s", addr, e.cause)
         except asyncio.CancelledError:
             pass
         finally:
