@@ -5,6 +5,11 @@ task), allocated the first time one of its tasks starts.  Until then a job of a
 million tasks is its id ranges and a cursor: "waiting" is every index at or
 past the cursor, plus the few indexes sent back to the queue (retries, tasks of
 lost workers).  Every operation here is O(1) per task it touches.
+
+The columns are fixed-width, and the bounds below are what they hold.  The
+server checks values from the network against them before they become events
+(an event that does not fit would stop every later restart), and the few
+counters that grow here (starts, retries, crashes) stop at their bound.
 """
 
 from __future__ import annotations
@@ -22,6 +27,12 @@ from hpcqueue.model import (
     IdRanges,
     JobState,
 )
+
+#: what the per-task columns hold
+MAX_RETRIES = 255  # retries: one byte
+MAX_CRASH_LIMIT = 255  # crashes: one byte, and the count stops at 255
+MAX_STARTS = 0xFFFF  # starts: two bytes; a task started this often fails
+EXIT_MIN, EXIT_MAX = -(2**31), 2**31 - 1  # exit: a C int
 
 
 class Job:
@@ -51,8 +62,9 @@ class Job:
         self.res: dict[str, int] = dict(spec.get("res") or {})
         self.priority = int(spec.get("priority", 0))
         self.time_request = float(spec.get("time_request") or 0)
-        self.crash_limit = int(spec.get("crash_limit", 5))
-        self.max_retries = int(spec.get("max_retries", 0))
+        # within the columns also for journals written before the server checked them
+        self.crash_limit = min(int(spec.get("crash_limit", 5)), MAX_CRASH_LIMIT)
+        self.max_retries = min(int(spec.get("max_retries", 0)), MAX_RETRIES)
         self.mean_runtime: float | None = None
 
     # ------------------------------------------------------------- columns
@@ -179,7 +191,10 @@ class Job:
         self.counts[RUNNING] -= 1
         self.t0[i] = t0 or self.t0[i]
         self.t1[i] = t1
-        self.exit[i] = code
+        try:
+            self.exit[i] = code
+        except OverflowError:  # only from journals written before the server clamped codes
+            self.exit[i] = EXIT_MAX if code > 0 else EXIT_MIN
         run = t1 - t0 if t0 and t1 > t0 else 0.0
         m = self.mean_runtime
         self.mean_runtime = run if m is None else 0.9 * m + 0.1 * run
@@ -191,8 +206,7 @@ class Job:
             return False
         if self.retries[i] < self.max_retries and not self.canceled:
             self.retries[i] += 1
-            self._requeue(i)
-            return True
+            return self._requeue(i)
         self.state[i] = FAILED
         self.counts[FAILED] += 1
         if msg:
@@ -214,13 +228,21 @@ class Job:
                 self.counts[FAILED] += 1
                 self.errors[i] = f"its worker was lost {self.crashes[i]} times (crash limit)"
                 return True
-        self._requeue(i)
-        return False
+        return not self._requeue(i)
 
-    def _requeue(self, i: int) -> None:
+    def _requeue(self, i: int) -> bool:
+        """Back to waiting; False if the task was started too often and failed instead."""
+        if self.starts[i] >= MAX_STARTS:
+            self.state[i] = FAILED
+            self.exit[i] = -1
+            self.counts[FAILED] += 1
+            self.errors[i] = (f"started {self.starts[i]} times without an end (handed back or "
+                              "its worker stopped each time); given up")
+            return False
         self.state[i] = WAITING
         self.counts[WAITING] += 1
         self.requeued.append(i)
+        return True
 
     def cancel(self) -> list[int]:
         """Cancel waiting and running tasks; returns the indexes that were running."""

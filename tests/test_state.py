@@ -158,3 +158,35 @@ def test_priority_orders_dispatch():
     st = rec(e="worker", id=1, info={"cpus": 2})
     (w, picked), = dispatch.plan(st.ready_jobs(), [st.workers[1]], 1.0)
     assert picked == [2, [0, 1]]
+
+
+def test_a_task_handed_back_forever_fails_before_its_start_count_overflows():
+    from hpcqueue.jobs import MAX_STARTS
+
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(1))
+    rec(e="worker", id=1, info={"cpus": 1})
+    job = rec.state.jobs[1]
+    for _ in range(MAX_STARTS):
+        rec(e="start", w=1, tasks=[1, [0]])
+        rec(e="back", w=1, tasks=[1, [0]])
+    assert job.state[0] == FAILED and job.starts[0] == MAX_STARTS and job.done
+    assert "given up" in job.errors[0] and 1 not in rec.state.ready
+    assert bytes(restore(rec.events).jobs[1].state) == bytes(job.state)
+
+
+def test_values_beyond_the_columns_in_an_old_journal_do_not_stop_a_restart():
+    """Journals written before the server checked specs and results."""
+    events = [
+        {"e": "job", "id": 1, "spec": spec(2, max_retries=300, crash_limit=1000), "t": 1.0},
+        {"e": "worker", "id": 1, "info": {"cpus": 2}, "t": 1.0},
+    ]
+    for k in range(300):
+        events.append({"e": "start", "w": 1, "tasks": [1, [0]], "t": 1.0})
+        events.append({"e": "done", "w": 1, "r": [[1, 0, k, 1, 1.0, 2.0, "x"]], "t": 1.0})
+    events.append({"e": "start", "w": 1, "tasks": [1, [1]], "t": 1.0})
+    events.append({"e": "done", "w": 1, "r": [[1, 1, 0, 2**31, 1.0, 2.0, "x"]], "t": 1.0})
+    job = restore(events).jobs[1]
+    assert job.max_retries == 255 and job.crash_limit == 255
+    assert job.state[0] == FAILED and job.retries[0] == 255
+    assert job.exit[1] == 2**31 - 1 and job.state[1] == WAITING  # a retry
