@@ -1,0 +1,263 @@
+"""The journal under faults, from outside: bit flips, a full disk, kill -9.
+
+- 1,000 random single-bit flips of a journal written by a real server: each restores exactly
+  the original state, or refuses with a byte offset; a flip in the last frame may drop just
+  that frame.  No silent change, no silent cut, no traceback.
+- A journal on a small tmpfs: while the disk stays full the server stays up and refuses
+  submits with one clear error, then resumes by itself; when space comes back at once, a
+  restart recovers every acknowledged submit.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import in_ci, wait_for
+from hpcqueue.access import connect
+from hpcqueue.exceptions import JournalError
+from hpcqueue.journal import restore_file
+from hpcqueue.journal.format import FRAME_LEN, HEADER_LEN
+
+
+def fingerprint(state) -> dict:
+    """Everything the state holds, as plain comparable values."""
+    jobs = {}
+    for j in state.jobs.values():
+        cols = None
+        if j.state is not None:
+            cols = tuple(bytes(c) for c in (j.state, j.starts, j.crashes, j.retries, j.exit,
+                                            j.worker, j.t0, j.t1))
+        jobs[j.id] = (j.summary(), j.spec, j.cursor, list(j.requeued), dict(j.errors),
+                      j.mean_runtime, cols)
+    workers = {w.id: (w.summary(), sorted(w.tasks), w.used_cpus, dict(w.used_res))
+               for w in state.workers.values()}
+    queues = {q.id: (q.state, q.params.to_dict() if hasattr(q.params, "to_dict") else None,
+                     sorted((a.id, a.state, a.job_id) for a in q.allocations.values()))
+              for q in state.alloc.queues.values()}
+    return {"jobs": jobs, "workers": workers, "queues": queues,
+            "ids": (state.next_job_id, state.next_worker_id), "ready": sorted(state.ready)}
+
+
+@pytest.fixture(scope="module")
+def real_journal(tmp_path_factory):
+    """A journal written by a real server: jobs that finish, fail, retry and are canceled."""
+    from conftest import Cluster
+
+    tmp = tmp_path_factory.mktemp("flips")
+    c = Cluster(tmp)
+    journal = tmp / "journal"
+    try:
+        c.start_server("--journal", journal)
+        c.start_worker("--cpus", "2")
+        c.hq("submit", "--array", "1-3000", "--stdout", "none", "--", "true")
+        c.hq("submit", "--array", "1-10", "--max-retries", "1", "--stdout", "none", "--",
+             "bash", "-c", "exit $((HPCQUEUE_TASK_ID % 3))")
+        c.hq("submit", "--each-line", "/dev/null", check=False)
+        c.hq("job", "wait", "all", check=False, timeout=60)
+        c.hq("submit", "--array", "1-5", "--stdout", "none", "--", "sleep", "30")
+        wait_for(lambda: '"running": 0' not in c.hq("job", "info", "last", "--output",
+                                                    "json").stdout, what="a running task")
+        c.hq("job", "cancel", "last")
+        c.hq("server", "stop")
+        c.server.wait(timeout=20)
+    finally:
+        c.close()
+    return journal.read_bytes()
+
+
+def frames(data: bytes) -> list[int]:
+    out, off = [], HEADER_LEN
+    while off < len(data):
+        out.append(off)
+        off += FRAME_LEN + int.from_bytes(data[off + 4:off + 8], "little")
+    assert off == len(data)
+    return out
+
+
+def test_single_bit_flips_never_change_the_state_silently(real_journal, tmp_path):
+    data = real_journal
+    offsets = frames(data)
+    assert len(offsets) > 20
+    last = offsets[-1]
+    path = tmp_path / "j"
+    path.write_bytes(data)
+    original = fingerprint(restore_file(path)[0])
+    path.write_bytes(data[:last])
+    without_last = fingerprint(restore_file(path)[0])
+    rng = random.Random(20261124)
+    outcomes = {"same": 0, "refused": 0, "last dropped": 0}
+    for _ in range(1000):
+        pos = rng.randrange(len(data))
+        flipped = bytearray(data)
+        flipped[pos] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(flipped))
+        try:
+            state, reader = restore_file(path)
+        except JournalError as e:
+            assert "byte" in str(e), f"flip at {pos}: {e}"
+            outcomes["refused"] += 1
+            continue
+        got = fingerprint(state)
+        if got == original:
+            # a flip the format ignores: only the header's reserved bytes... and nothing else
+            assert not reader.torn, f"flip at {pos} was cut"
+            outcomes["same"] += 1
+        else:
+            assert pos >= last and reader.torn and got == without_last, (
+                f"flip at byte {pos} changed the state silently")
+            outcomes["last dropped"] += 1
+    print(f"1000 single-bit flips of a {len(data):,}-byte journal ({len(offsets)} frames): "
+          f"{outcomes}")
+    assert outcomes["refused"] > 900
+
+
+def test_a_damaged_journal_is_refused_by_the_server_without_a_traceback(real_journal,
+                                                                         tmp_path):
+    from conftest import hq
+
+    data = bytearray(real_journal)
+    data[frames(bytes(data))[3] + FRAME_LEN + 1] ^= 0x10
+    path = tmp_path / "j"
+    path.write_bytes(bytes(data))
+    p = hq("server", "start", "--journal", path, server_dir=tmp_path / "sd", check=False)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "damaged at byte" in p.stderr and "journal repair" in p.stderr
+    assert path.read_bytes() == bytes(data)
+    c = hq("journal", "check", path, check=False)
+    assert c.returncode == 1 and "damaged: bytes" in c.stdout
+    r = hq("journal", "repair", path)
+    assert "lost bytes" in r.stdout
+    assert hq("journal", "check", path).returncode == 0
+
+
+# ------------------------------------------------------------------ a full disk
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 512 KiB tmpfs (root only; in CI a missing mount is a failure)."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs",
+                        str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        message = f"cannot mount a tmpfs ({p.stderr.strip()}): the disk-full tests need root"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(mnt: Path) -> Path:
+    """Fill the file system up; returns the filler."""
+    filler = mnt / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+class Submitter:
+    """Submits one-task jobs over one connection; remembers which were acknowledged."""
+
+    def __init__(self, server_dir):
+        self.conn = connect(server_dir, timeout=10)
+        self.acked: list[int] = []
+        self.errors: list[str] = []
+
+    def submit(self, n=1) -> bool:
+        spec = {"cmd": ["true"], "ids": [[0, n - 1, 1]], "name": "x" * 200}
+        self.conn.send({"op": "submit", "spec": spec})
+        reply = self.conn.recv()
+        if reply.get("ok"):
+            self.acked.append(reply["job"])
+            return True
+        self.errors.append(reply["error"])
+        return False
+
+    def close(self):
+        self.conn.close()
+
+
+def error_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "ERROR" in line]
+
+
+@pytest.mark.parametrize("round_", range(10))
+def test_disk_full_that_stays_full(cluster, small_tmpfs, round_):
+    journal = small_tmpfs / "journal"
+    cluster.start_server("--journal", journal)
+    s = Submitter(cluster.server_dir)
+    assert s.submit()
+    filler = fill(small_tmpfs)
+    for _ in range(200):  # the journal's last page may still have room for a few
+        if not s.submit():
+            break
+    for _ in range(20):
+        assert not s.submit()
+    assert cluster.server.poll() is None, "the server died on a full disk"
+    assert "cannot be written (No space left on device)" in s.errors[0]
+    assert "nothing accepted before it was lost" in s.errors[0]
+    log = cluster.log("server.log")
+    assert len(error_lines(log)) == 1 and "Traceback" not in log
+    filler.unlink()
+    wait_for(s.submit, timeout=10, interval=0.2, what="submits accepted again")
+    assert "can be written again" in cluster.log("server.log")
+    acked = list(s.acked)
+    s.close()
+    os.kill(cluster.server.pid, signal.SIGKILL)
+    cluster.server.wait()
+    cluster.start_server("--journal", journal)
+    jobs = {j["id"] for j in cluster_jobs(cluster)}
+    assert set(acked) <= jobs
+
+
+def cluster_jobs(cluster):
+    import json
+
+    return json.loads(cluster.hq("job", "list", "--output", "json").stdout)
+
+
+@pytest.mark.parametrize("round_", range(10))
+def test_disk_full_then_space_at_once_loses_no_acknowledged_submit(cluster, small_tmpfs,
+                                                                    round_):
+    journal = small_tmpfs / "journal"
+    cluster.start_server("--journal", journal)
+    s = Submitter(cluster.server_dir)
+    filler = small_tmpfs / "filler"
+    f = open(filler, "wb", buffering=0)
+    refused_at = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if refused_at is None:
+            try:  # fill the disk a little at a time while submitting
+                f.write(b"\0" * 8192)
+            except OSError:
+                pass
+        if not s.submit() and refused_at is None:
+            refused_at = time.monotonic()
+            time.sleep(0.005)
+            f.close()
+            filler.unlink()  # space comes back about 5 ms after the first refusal
+        if refused_at is not None and len(s.acked) >= 3 and time.monotonic() - refused_at > 1.5:
+            break
+    assert refused_at is not None, "the disk never filled up"
+    acked = list(s.acked)
+    s.close()
+    os.kill(cluster.server.pid, signal.SIGKILL)
+    cluster.server.wait()
+    cluster.start_server("--journal", journal)
+    jobs = {j["id"] for j in cluster_jobs(cluster)}
+    missing = set(acked) - jobs
+    assert not missing, f"acknowledged submits lost after the restart: {sorted(missing)}"
+    assert "Traceback" not in cluster.log("server.log")
