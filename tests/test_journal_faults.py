@@ -261,3 +261,30 @@ def test_disk_full_then_space_at_once_loses_no_acknowledged_submit(cluster, smal
     missing = set(acked) - jobs
     assert not missing, f"acknowledged submits lost after the restart: {sorted(missing)}"
     assert "Traceback" not in cluster.log("server.log")
+
+
+# ------------------------------------------------------------------ the live stream
+
+def test_journal_stream_shows_a_submit_within_a_second(cluster):
+    import json
+    import select
+    import sys
+
+    cluster.start_server()
+    env = dict(os.environ, HPCQUEUE_SERVER_DIR=str(cluster.server_dir))
+    stream = subprocess.Popen([sys.executable, "-m", "hpcqueue", "journal", "stream"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                              start_new_session=True)
+    cluster.procs.append(stream)
+    assert b"streaming the events" in stream.stderr.readline()
+    t0 = time.monotonic()
+    cluster.hq("submit", "--name", "streamed", "--", "true")
+    seen = None
+    while time.monotonic() - t0 < 5 and seen is None:
+        ready, _, _ = select.select([stream.stdout], [], [], 5)
+        if ready:
+            ev = json.loads(stream.stdout.readline())
+            if ev["e"] == "job":
+                seen = time.monotonic() - t0
+                assert ev["spec"]["name"] == "streamed"
+    assert seen is not None and seen < 1.0, seen

@@ -1,4 +1,4 @@
-"""`hpcqueue journal export|check|repair|upgrade|prune|flush`."""
+"""`hpcqueue journal export|stream|check|repair|upgrade|prune|flush`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,35 @@ def export(path):
     from hpcqueue.journal.tools import export as do_export
 
     do_export(path, sys.stdout)
+
+
+@journal.command()
+@server_dir_option
+@click.pass_context
+def stream(ctx):
+    """Print the running server's events as they happen, one JSON line each (NDJSON)."""
+    import json
+
+    from hpcqueue.access import connect
+    from hpcqueue.cli.common import check_reply, get_server_dir
+
+    conn = connect(get_server_dir(ctx))
+    try:
+        conn.send({"op": "stream"})
+        check_reply(conn.recv())
+        conn.settimeout(None)
+        click.echo(f"streaming the events of the server in {get_server_dir(ctx)} "
+                   "(Ctrl-C stops)", err=True)
+        while True:
+            msg = conn.recv()
+            if not isinstance(msg, dict) or "event" not in msg:
+                check_reply(msg)
+                continue
+            sys.stdout.write(json.dumps(msg["event"], default=repr, separators=(",", ":")))
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    finally:
+        conn.close()
 
 
 @journal.command()

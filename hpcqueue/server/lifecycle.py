@@ -290,6 +290,9 @@ class Server:
                 try:
                     if op == "wait":
                         await self._wait(peer, msg)
+                    elif op == "stream":
+                        await self._stream(peer)
+                        return
                     elif op == "server_stop":
                         core.send(peer, {"ok": True})
                         self.stopping.set()
@@ -305,6 +308,10 @@ class Server:
                     core.send(peer, {"ok": False, "error": str(e), "kind": type(e).__name__})
             await peer.writer.drain()
             msg = await read_message(peer.reader, peer.session)
+
+    async def _stream(self, peer: Peer) -> None:
+        await _stream_events(self.core, peer)
+        await peer.writer.drain()
 
     async def _wait(self, peer: Peer, msg: dict) -> None:
         core = self.core
@@ -330,6 +337,37 @@ class Server:
             except (asyncio.CancelledError, OSError, ConnectionError):
                 pass
         core.send(peer, {"ok": True, "jobs": [core.state.jobs[j].summary() for j in ids]})
+
+
+STREAM_BUFFER_LIMIT = 16 << 20  # bytes a stream client may fall behind before it is cut
+
+
+async def _stream_events(core: Core, peer: Peer) -> None:
+    """Send every event recorded from now on, until the client goes away (or falls too far
+    behind to keep up: then it is told so and cut off, so that it cannot eat memory)."""
+    behind = asyncio.Event()
+    transport = peer.writer.transport
+
+    def push(event: dict) -> None:
+        if behind.is_set():
+            return
+        if transport.get_write_buffer_size() > STREAM_BUFFER_LIMIT:
+            behind.set()
+            core.send(peer, {"ok": False, "error": "the stream fell too far behind the server "
+                             "and was cut off"})
+            return
+        core.send(peer, {"event": event})
+
+    core.send(peer, {"ok": True, "streaming": True})
+    core.streams.append(push)
+    eof = asyncio.ensure_future(peer.reader.read(1))
+    cut = asyncio.ensure_future(behind.wait())
+    try:
+        await asyncio.wait({eof, cut}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        core.streams.remove(push)
+        eof.cancel()
+        cut.cancel()
 
 
 async def _close(writer) -> None:
