@@ -8,7 +8,7 @@ import time
 
 from conftest import wait_for
 
-from hpcqueue.worker import batch
+from hpcqueue.worker import batch, reaper
 
 
 def job(cluster, ref="1"):
@@ -41,6 +41,52 @@ def test_worker_stop_returns_tasks_without_a_crash(cluster):
     wait_for(lambda: job(cluster)["waiting"] == 1, what="the task back in the queue")
     info = json.loads(cluster.hq("task", "info", "1", "0", "--output", "json").stdout)
     assert info["crashes"] == 0 and info["state"] == "waiting"
+
+
+def ignored_signals(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
+
+
+def test_reaper_records_add_and_remove_groups_in_order():
+    pack = reaper.RECORD.pack
+    groups: set = set()
+    stream = pack(7) + pack(8) + pack(-7) + pack(9) + pack(-8) + pack(7)  # 7 ended, reused
+    rest = reaper.apply(groups, stream[:10])
+    assert groups == {7, 8} and len(rest) == 2  # half a record waits for the rest
+    assert reaper.apply(groups, rest + stream[10:]) == b""
+    assert groups == {7, 9}
+    assert reaper.apply(groups, pack(-5)) == b"" and groups == {7, 9}  # unknown: ignored
+
+
+def test_reaper_ignores_signals_and_kills_listed_groups_at_the_end_of_its_pipe():
+    import logging
+    import subprocess
+
+    link = reaper.Reaper.start(logging.getLogger("test"))
+    listed = subprocess.Popen(["sh", "-c", "sleep 30; true"], start_new_session=True)
+    ended = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        link.started(listed.pid)
+        link.started(ended.pid)
+        link.flush()
+        link.ended(ended.pid)
+        wait_for(lambda: ignored_signals(link.proc.pid) & (1 << (signal.SIGTERM - 1)),
+                 what="the reaper to start")
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            os.kill(link.proc.pid, sig)
+        time.sleep(0.2)
+        assert link.proc.poll() is None
+        link.close()
+        assert link.proc.returncode == 0
+        assert listed.wait(timeout=2) == -signal.SIGKILL
+        assert ended.poll() is None  # no longer listed: left alone
+    finally:
+        link.close()
+        for p in (listed, ended):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
 
 
 def test_idle_timeout_and_time_limit(cluster):
