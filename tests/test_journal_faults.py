@@ -288,3 +288,41 @@ def test_journal_stream_shows_a_submit_within_a_second(cluster):
                 seen = time.monotonic() - t0
                 assert ev["spec"]["name"] == "streamed"
     assert seen is not None and seen < 1.0, seen
+
+
+# ------------------------------------------------------------------ kill -9, many times
+
+def kill_and_restart(cluster, journal):
+    os.killpg(cluster.server.pid, signal.SIGKILL)
+    cluster.server.wait()
+    cluster.start_server("--journal", journal)
+
+
+def assert_every_task_finished_once(cluster, n):
+    import json
+
+    p = cluster.hq("job", "wait", "all", timeout=300)
+    assert f"{n} finished" in p.stdout, p.stdout
+    tasks = json.loads(cluster.hq("task", "list", "1", "--output", "json", timeout=120).stdout)
+    assert len(tasks) == n and {t["state"] for t in tasks} == {"finished"}
+    assert len({t["id"] for t in tasks}) == n
+
+
+def test_kill_9_twenty_times_during_a_10000_task_run(cluster, tmp_path):
+    journal = tmp_path / "journal"
+    n = 10_000
+    cluster.start_server("--journal", journal)
+    for k in range(2):
+        cluster.start_worker("--cpus", "2", "--on-server-lost", "reconnect",
+                             name=f"worker{k}.log")
+    cluster.hq("submit", "--array", f"1-{n}", "--stdout", "none", "--stderr", "none", "--",
+               "sleep", "0.01")
+    rng = random.Random(9)
+    for _ in range(20):
+        time.sleep(rng.uniform(0.3, 0.9))
+        kill_and_restart(cluster, journal)
+    import json
+
+    left = json.loads(cluster.hq("job", "info", "1", "--output", "json").stdout)
+    assert left["finished"] < n, "the run ended before the 20 kills: make its tasks longer"
+    assert_every_task_finished_once(cluster, n)
