@@ -1,12 +1,14 @@
-"""Workers: losing one, stopping one, idling out, time left, batch jobs."""
+"""Workers: losing one, killing or stopping one (and its reaper), idling out, time left,
+batch jobs."""
 
 import json
 import os
 import signal
 import stat
 import time
+import uuid
 
-from conftest import wait_for
+from conftest import processes_with, wait_for
 
 from hpcqueue.worker import batch, reaper
 
@@ -31,16 +33,55 @@ def test_lost_worker_tasks_run_elsewhere(cluster):
     assert [w["state"] for w in all_workers] == ["lost", "running"]
 
 
+def cmdline(pid: int) -> str:
+    """The command line of a live process; empty for a zombie or a process gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def reapers(cluster) -> list[int]:
+    return [pid for pid in processes_with("HPCQUEUE_SERVER_DIR", str(cluster.server_dir))
+            if "hpcqueue.worker.reaper" in cmdline(pid)]
+
+
 def test_worker_stop_returns_tasks_without_a_crash(cluster):
     cluster.start_server()
-    cluster.start_worker("--cpus", "1")
+    worker = cluster.start_worker("--cpus", "1")
     wait_for(lambda: len(cluster.workers()) == 1, what="a worker")
-    cluster.hq("submit", "--stdout", "none", "--", "sleep", "30")
+    mark = uuid.uuid4().hex
+    cluster.hq("submit", "--env", f"MARK={mark}", "--stdout", "none", "--", "sleep", "30")
     wait_for(lambda: job(cluster)["running"] == 1, what="a running task")
+    assert len(reapers(cluster)) == 1
     assert "stopping 1" in cluster.hq("worker", "stop", "all").stdout
     wait_for(lambda: job(cluster)["waiting"] == 1, what="the task back in the queue")
     info = json.loads(cluster.hq("task", "info", "1", "0", "--output", "json").stdout)
     assert info["crashes"] == 0 and info["state"] == "waiting"
+    assert worker.wait(timeout=10) == 0
+    assert reapers(cluster) == [] and processes_with("MARK", mark) == []
+
+
+def test_killed_worker_takes_its_tasks_with_it(cluster):
+    cluster.start_server()
+    worker = cluster.start_worker("--cpus", "4")
+    wait_for(lambda: len(cluster.workers()) == 1, what="a worker")
+    mark = uuid.uuid4().hex
+    cluster.hq("submit", "--array", "1-3", "--env", f"MARK={mark}", "--stdout", "none", "--",
+               "sleep", "30")
+    cluster.hq("submit", "--env", f"MARK={mark}", "--stdout", "none", "--",
+               "bash", "-c", "sleep 30; true")
+    # three sleeps, and a bash with its sleep
+    tasks = wait_for(lambda: len(processes_with("MARK", mark)) == 5
+                     and processes_with("MARK", mark), what="five task processes")
+    assert len(reapers(cluster)) == 1
+    os.kill(worker.pid, signal.SIGKILL)  # the worker alone: its tasks have sessions of their own
+    worker.wait(timeout=10)
+    time.sleep(2)
+    alive = [(pid, cmdline(pid)) for pid in tasks if cmdline(pid)]
+    assert alive == [] and processes_with("MARK", mark) == []
+    assert reapers(cluster) == []
 
 
 def ignored_signals(pid: int) -> int:
@@ -87,6 +128,24 @@ def test_reaper_ignores_signals_and_kills_listed_groups_at_the_end_of_its_pipe()
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+def test_worker_stopped_past_its_heartbeats_kills_its_tasks_when_it_wakes(cluster):
+    cluster.start_server("--heartbeat", "1s")
+    worker = cluster.start_worker("--cpus", "2")
+    wait_for(lambda: len(cluster.workers()) == 1, what="a worker")
+    mark = uuid.uuid4().hex
+    cluster.hq("submit", "--array", "1-2", "--env", f"MARK={mark}", "--stdout", "none", "--",
+               "sleep", "30")
+    wait_for(lambda: len(processes_with("MARK", mark)) == 2, what="two task processes")
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: cluster.workers() == [], what="the server to drop the worker")
+        assert len(processes_with("MARK", mark)) == 2  # its reaper waits for the worker
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert worker.wait(timeout=10) == 1
+    assert processes_with("MARK", mark) == [] and reapers(cluster) == []
 
 
 def test_idle_timeout_and_time_limit(cluster):
@@ -175,3 +234,4 @@ def test_task_time_limit_kills_the_process_group(cluster, tmp_path):
     assert info["end"] - info["start"] < 5
     time.sleep(3.5)
     assert not marker.exists()  # the whole process group went
+

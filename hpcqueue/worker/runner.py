@@ -5,11 +5,13 @@ worker is a small process, so the fork is cheap) and its exit is watched
 through a pidfd in the event loop: no thread per task and no hand-over between
 threads.  asyncio's own subprocess support is avoided: it is the slow path.
 Each task runs in a session of its own, so a time limit or a cancel kills the
-whole process group.
+whole process group.  The runner lists each task's process group with a reaper
+process (:mod:`hpcqueue.worker.reaper`), which kills them if the worker dies.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -18,8 +20,20 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from hpcqueue.model import fill_placeholders
+from hpcqueue.worker.reaper import Reaper
+
+log = logging.getLogger("hpcqueue.worker")
 
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+
+
+def _wait_unreaped(proc: subprocess.Popen) -> None:
+    """Wait for `proc` to exit but leave it to be reaped (its pid stays taken) where the
+    system can; else reap it."""
+    try:
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    except (AttributeError, ChildProcessError):
+        proc.wait()
 
 
 class PreparedJob:
@@ -65,6 +79,8 @@ class Runner:
         self.on_back = None  # called with tasks that no longer fit the time left
         self.idle_since = time.monotonic()
         self._dirs: set[str] = set()
+        # kills the tasks' process groups if this worker dies
+        self.reaper = None if self.noop else Reaper.start(log)
 
     @property
     def busy(self) -> bool:
@@ -95,6 +111,8 @@ class Runner:
                 late.append(task)
                 continue
             self._start(job, task)
+        if self.reaper is not None:
+            self.reaper.flush()
         if blocked:
             queue.extendleft(reversed(blocked))
         if late and self.on_back is not None:
@@ -117,6 +135,8 @@ class Runner:
             self.loop.call_soon(self._finished, key, job, (code, t0, time.time(), msg))
             return
         self.procs[key] = proc
+        if self.reaper is not None:
+            self.reaper.started(proc.pid)  # its process group: a session of its own
         timer = None
         if job.time_limit:
             timer = self.loop.call_later(job.time_limit, self._time_out, key, proc)
@@ -130,7 +150,7 @@ class Runner:
         except (AttributeError, OSError):
             fd = None
         if fd is None:
-            fut = self.pool.submit(proc.wait)
+            fut = self.pool.submit(_wait_unreaped, proc)
             fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(callback))
             return
 
@@ -142,6 +162,8 @@ class Runner:
         self.loop.add_reader(fd, ready)
 
     def _exited(self, key, job: PreparedJob, proc: subprocess.Popen, t0: float, timer) -> None:
+        if self.reaper is not None:
+            self.reaper.ended(proc.pid)  # before the reap frees the pid for reuse
         code = proc.wait()  # it has exited: this only reaps it
         if timer is not None:
             timer.cancel()
@@ -252,3 +274,6 @@ class Runner:
         for proc in list(self.procs.values()):
             self._signal(proc, signal.SIGKILL)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.reaper is not None:
+            self.reaper.close()
+            self.reaper = None
