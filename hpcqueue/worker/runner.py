@@ -36,6 +36,19 @@ def _wait_unreaped(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _running(proc: subprocess.Popen) -> bool:
+    """Whether `proc` still runs, without reaping it (that is for `_exited`) where the
+    system can tell."""
+    if proc.returncode is not None:
+        return False
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
+    except AttributeError:
+        return proc.poll() is None
+
+
 class PreparedJob:
     __slots__ = ("id", "argv", "shell", "env", "cwd", "stdout", "stderr", "time_limit",
                  "cpus", "res", "submit_dir", "time_request")
@@ -177,7 +190,7 @@ class Runner:
         self._finished(key, job, (code, t0, time.time(), msg))
 
     def _time_out(self, key, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
+        if _running(proc):
             self.timed_out.add(key)
             self._signal(proc, signal.SIGTERM)
             self.loop.call_later(KILL_GRACE, self._signal, proc, signal.SIGKILL)
