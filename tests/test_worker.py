@@ -1,5 +1,5 @@
 """Workers: losing one, killing or stopping one (and its reaper), idling out, time left,
-batch jobs."""
+batch jobs, reconnecting."""
 
 import json
 import os
@@ -235,3 +235,22 @@ def test_task_time_limit_kills_the_process_group(cluster, tmp_path):
     time.sleep(3.5)
     assert not marker.exists()  # the whole process group went
 
+
+def test_key_mismatch_fails_at_once_or_is_retried_with_reconnect(cluster):
+    cluster.start_server()
+    path = cluster.server_dir / "access.json"
+    good = path.read_text()
+    record = json.loads(good)
+    record["key"] = "00" * 32  # the record of another server, at this server's address
+    path.write_text(json.dumps(record))
+    p = cluster.hq("worker", "start", check=False, timeout=30)
+    assert p.returncode == 1
+    assert p.stderr.count("\n") == 1 and "rejected our key" in p.stderr
+
+    worker = cluster.start_worker("--on-server-lost", "reconnect", name="reconnect.log")
+    wait_for(lambda: "rejected our key" in cluster.log("reconnect.log"), what="a refusal")
+    time.sleep(1.0)  # attempts at 0 s and 0.5 s fail; the next comes at 1.5 s
+    assert worker.poll() is None
+    path.write_text(good)
+    wait_for(lambda: len(cluster.workers()) == 1, what="the worker to reconnect")
+    assert cluster.log("reconnect.log").count("rejected our key") == 1

@@ -5,7 +5,9 @@ when it has been idle for ``--idle-timeout``, or when its time is up
 (``--time-limit`` or the end of the batch job it runs in).  When the server
 is lost it stops, or with ``--on-server-lost reconnect`` it kills its tasks
 (the server runs them again) and reconnects to whatever server the server
-dir then names, until its time is up.
+dir then names, until its time is up.  It reads the access record again at
+every attempt, so a key that no longer matches (the server was restarted and
+wrote a new one) is one more reason to retry, not to give up.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from pathlib import Path
 
 from hpcqueue import __version__
 from hpcqueue.access import candidate_hosts, read_access
-from hpcqueue.exceptions import ConnectionLost, HpcqueueError, NoServerError, ProtocolError
+from hpcqueue.exceptions import (
+    AuthenticationError,
+    ConnectionLost,
+    HpcqueueError,
+    NoServerError,
+    ProtocolError,
+)
 from hpcqueue.protocol import client_handshake, read_message
 from hpcqueue.worker.runner import Runner
 
@@ -94,17 +102,21 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         attempt = 0
+        last_failure = None
         try:
             while True:
                 try:
                     reader, writer = await self._connect()
-                except (NoServerError, OSError, ProtocolError) as e:
+                except (NoServerError, OSError, ProtocolError, AuthenticationError) as e:
                     if cfg.on_server_lost != "reconnect":
                         raise HpcqueueError(str(e)) from None
                     delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
                     attempt += 1
-                    if attempt == 1 or attempt % 10 == 0:
+                    # a line for the first failure, for a new kind of failure, and for every
+                    # tenth attempt: not one per attempt
+                    if attempt == 1 or attempt % 10 == 0 or type(e) is not last_failure:
                         log.warning("cannot reach the server (%s); retrying", e)
+                    last_failure = type(e)
                     if self.end is not None and time.time() + delay >= self.end:
                         log.info("worker time is up while waiting for the server")
                         return 0
@@ -115,6 +127,7 @@ class Worker:
                     log.info("got %s while waiting for the server: stopping", self.signalled)
                     return 0
                 attempt = 0
+                last_failure = None
                 try:
                     reason = await self._session(reader, writer)
                     log.info("worker %s stopping: %s", self.id, reason)
