@@ -16,6 +16,8 @@ Events (``e`` is the kind, ``t`` the server's clock when it happened):
 - ``done``: results (``w``, ``r`` = [[job, index, instance, exit, t0, t1, msg], ...])
 - ``back``: a worker handed tasks back unstarted (``w``, ``tasks`` as in ``start``)
 - ``cancel``: jobs were canceled (``ids``)
+- ``snapshot``, ``snapjob``, ``snapcols``: the whole state, written by compaction; see
+  :mod:`hpcqueue.journal.snapshot`
 - ``note``: a line for people (``msg``), e.g. the journal could be written again; no change
 - ``aq_*`` and ``alloc_*``: allocation queues, see :mod:`hpcqueue.autoalloc.book`
 """
@@ -24,8 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from functools import partial
+
 from hpcqueue.autoalloc.book import AllocBook
 from hpcqueue.jobs import Job
+from hpcqueue.journal import snapshot
 from hpcqueue.model import RUNNING, WorkerState
 
 
@@ -84,6 +89,7 @@ class ServerState:
                           if name.startswith("_on_")}
         self._handlers.update({name[4:]: getattr(self.alloc, name) for name in dir(self.alloc)
                                if name.startswith("_on_")})
+        self._handlers.update({kind: partial(snapshot.load, self) for kind in snapshot.KINDS})
 
     # ------------------------------------------------------------- dispatch order
 

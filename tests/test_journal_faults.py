@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import random
 import signal
+import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -268,7 +270,6 @@ def test_disk_full_then_space_at_once_loses_no_acknowledged_submit(cluster, smal
 def test_journal_stream_shows_a_submit_within_a_second(cluster):
     import json
     import select
-    import sys
 
     cluster.start_server()
     env = dict(os.environ, HPCQUEUE_SERVER_DIR=str(cluster.server_dir))
@@ -326,3 +327,80 @@ def test_kill_9_twenty_times_during_a_10000_task_run(cluster, tmp_path):
     left = json.loads(cluster.hq("job", "info", "1", "--output", "json").stdout)
     assert left["finished"] < n, "the run ended before the 20 kills: make its tasks longer"
     assert_every_task_finished_once(cluster, n)
+
+
+# ------------------------------------------------------------------ compaction
+
+def test_compaction_live_and_kill_9_during_it(cluster, tmp_path):
+    """A live `journal compact` keeps the state; kill -9 at any moment of a compaction leaves
+    a journal that restores: 10 kills while compactions run, then every task once."""
+    import json
+
+    journal = tmp_path / "journal"
+    n = 4000
+    cluster.start_server("--journal", journal)
+    cluster.start_worker("--cpus", "2", "--on-server-lost", "reconnect")
+    cluster.hq("submit", "--array", f"1-{n}", "--stdout", "none", "--stderr", "none", "--",
+               "sleep", "0.01")
+    wait_for(lambda: json.loads(cluster.hq("job", "info", "1", "--output", "json").stdout)
+             ["finished"] > 200, what="some tasks to finish")
+    before = json.loads(cluster.hq("job", "info", "1", "--output", "json").stdout)
+    p = cluster.hq("journal", "compact")
+    assert "compacted" in p.stdout
+    after = json.loads(cluster.hq("job", "info", "1", "--output", "json").stdout)
+    assert after["finished"] >= before["finished"] and after["tasks"] == n
+    env = dict(os.environ, HPCQUEUE_SERVER_DIR=str(cluster.server_dir))
+    rng = random.Random(10)
+    for _ in range(10):
+        compacting = subprocess.Popen(
+            [sys.executable, "-m", "hpcqueue", "journal", "compact"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 0.4))  # before, during or after the request
+        kill_and_restart(cluster, journal)
+        compacting.wait(timeout=60)
+        assert not os.path.exists(f"{journal}.tmp")
+    assert_every_task_finished_once(cluster, n)
+    assert stat.S_IMODE(os.stat(journal).st_mode) == 0o600
+
+
+def big_journal(path, tasks=300_000, batch=500):
+    """A journal of one TASKS-task array run to the end in batches, as a server writes it."""
+    from hpcqueue.journal import JournalWriter
+
+    w = JournalWriter(path)
+    w.prepare(None)
+    w.write([{"e": "server", "t": 1.0},
+             {"e": "job", "id": 1, "spec": {"cmd": ["true"], "ids": [[1, tasks, 1]]}, "t": 1.0},
+             {"e": "worker", "id": 1, "info": {"cpus": 2}, "t": 1.0}])
+    t = 2.0
+    for lo in range(0, tasks, batch):
+        idx = list(range(lo, min(lo + batch, tasks)))
+        w.write([{"e": "start", "w": 1, "tasks": [1, idx], "t": t}])
+        w.write([{"e": "done", "w": 1, "t": t + 0.5,
+                  "r": [[1, i, 0, i % 7 == 0, t, t + 0.5, None] for i in idx]}])
+        t += 1
+    w.close()
+
+
+def test_kill_9_at_any_moment_of_a_rewrite_leaves_a_journal_that_restores(tmp_path):
+    journal = tmp_path / "journal"
+    big_journal(journal)
+    original = fingerprint(restore_file(journal)[0])
+    clean = tmp_path / "clean"
+    clean.write_bytes(journal.read_bytes())
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "hpcqueue", "journal", "compact", clean], check=True,
+                   capture_output=True)
+    took = time.monotonic() - t0
+    assert fingerprint(restore_file(clean)[0]) == original
+    assert clean.stat().st_size < 32 * 300_000  # bytes per finished task
+    rng = random.Random(11)
+    for _ in range(10):
+        p = subprocess.Popen([sys.executable, "-m", "hpcqueue", "journal", "compact", journal],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, took))
+        p.kill()
+        p.wait()
+        assert fingerprint(restore_file(journal)[0]) == original
+        tmp = Path(f"{journal}.tmp")
+        assert not tmp.exists() or stat.S_IMODE(tmp.stat().st_mode) == 0o600

@@ -265,6 +265,19 @@ def upgrade(path) -> tuple[str, int]:
         os.close(fd)
 
 
+def compact(path) -> tuple[int, int]:
+    """Rewrite a stopped server's journal as a snapshot of its state; (bytes before, after)."""
+    from hpcqueue.journal.snapshot import iter_dump
+
+    fd = lock(path, "compact it (or run `hpcqueue journal compact` with no PATH)")
+    try:
+        before = os.path.getsize(path)
+        state, _ = restore_file(path)
+        return before, write_journal(path, iter_dump(state))
+    finally:
+        os.close(fd)
+
+
 def _filter_tasks(tasks: list, drop: set) -> list:
     out: list = []
     for k in range(0, len(tasks), 2):

@@ -88,6 +88,25 @@ class JournalWriter:
         payload = b"".join([pack(ev) for ev in events])
         self._put(frame(payload) + payload, self.end)
 
+    def replace_with(self, events) -> tuple[int, int]:
+        """Rewrite the journal as EVENTS (crash-safely: see :func:`tools.write_journal`) and
+        go on appending to the new file; returns (bytes before, bytes after)."""
+        from hpcqueue.journal.tools import write_journal
+
+        before = self.end
+        try:
+            size = write_journal(self.path, events)
+        except OSError as e:
+            raise JournalUnavailable(self.path, e) from None
+        fd = open_private(self.path, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(self.fd)
+        self.fd = fd
+        self.end = self.last_start = size
+        self._unsynced, self._tail_dirty = False, False
+        self._last_sync = time.monotonic()
+        return before, size
+
     def undo_last(self) -> None:
         """Take the last frame back out (its event turned out not to apply)."""
         self._cut(self.last_start)

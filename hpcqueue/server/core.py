@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 
-from hpcqueue.exceptions import JournalUnavailable
+from hpcqueue.exceptions import JournalError, JournalUnavailable
 from hpcqueue.jobs import Job
 from hpcqueue.model import WorkerState
 from hpcqueue.server import dispatch
@@ -76,6 +76,7 @@ class Core:
         #: facts that happened while the journal was down, to record when it is back
         self.held: list[dict] = []
         self.streams: list = []  # callbacks that see every recorded event
+        self.compacted_size = 0  # bytes of the journal right after its last compaction
 
     # ------------------------------------------------------------- events
 
@@ -125,6 +126,24 @@ class Core:
             self._effects(event)
         self.schedule_dispatch()
         return True
+
+    def compact(self) -> tuple[int, int]:
+        """Rewrite the journal as a snapshot of the state; (bytes before, bytes after).
+
+        It runs in the loop, between two events, so the snapshot is the state as journaled
+        and no event falls between it and the next."""
+        from hpcqueue.journal import snapshot
+
+        if self.journal is None:
+            raise JournalError("this server keeps no journal (start it with --journal)")
+        if self.journal_down is not None:
+            raise JournalUnavailable(self.journal.path, self.journal_down.cause)
+        t0 = time.monotonic()
+        before, after = self.journal.replace_with(snapshot.iter_dump(self.state))
+        self.compacted_size = after
+        log.info("journal %s compacted: %d -> %d bytes in %.2fs", self.journal.path, before,
+                 after, time.monotonic() - t0)
+        return before, after
 
     def _journal_failed(self, error: JournalUnavailable) -> None:
         if self.journal_down is None:

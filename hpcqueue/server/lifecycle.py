@@ -214,6 +214,11 @@ class Server:
             return
         try:
             core.journal.maybe_sync()
+            limit = self.config.compact_after
+            size = core.journal.end
+            if limit is not None and size - core.compacted_size > limit \
+                    and size > 2 * core.compacted_size:
+                core.compact()
         except JournalUnavailable as e:
             core._journal_failed(e)
 
@@ -293,6 +298,10 @@ class Server:
                     elif op == "stream":
                         await self._stream(peer)
                         return
+                    elif op == "journal_compact":
+                        before, after = core.compact()
+                        core.send(peer, {"ok": True, "journal": core.journal.path,
+                                         "before": before, "after": after})
                     elif op == "server_stop":
                         core.send(peer, {"ok": True})
                         self.stopping.set()
