@@ -29,20 +29,7 @@ from hpcqueue.jobs import Job
 from hpcqueue.journal import snapshot
 from hpcqueue.model import IdRanges
 from hpcqueue.server import dispatch
-from hpcqueue.state import ServerState, WorkerRecord
-
-
-class Routed(ServerState):
-    """A state whose `apply` routes the snapshot events, as state.py is to do."""
-
-    def _on_snapshot(self, ev):
-        snapshot.load(self, ev)
-
-    def _on_snapjob(self, ev):
-        snapshot.load(self, ev)
-
-    def _on_snapcols(self, ev):
-        snapshot.load(self, ev)
+from hpcqueue.state import ServerState, WorkerRecord, restore
 
 
 def journaled(events: list[dict]) -> list[dict]:
@@ -51,15 +38,6 @@ def journaled(events: list[dict]) -> list[dict]:
     unpacker = msgpack.Unpacker(raw=False)  # strict map keys: events need no others
     unpacker.feed(b"".join(pack(ev) for ev in events))
     return list(unpacker)
-
-
-def restore(events) -> Routed:
-    state = Routed()
-    for ev in events:
-        state.apply(ev)
-    state.just_done.clear()
-    state.to_kill.clear()
-    return state
 
 
 def snapshot_of(state: ServerState, chunk_tasks: int = snapshot.CHUNK_TASKS) -> list[dict]:
