@@ -195,20 +195,19 @@ def build_journal(path: Path, events: int) -> tuple[int, int]:
     w = JournalWriter(path, fsync_interval=3600)
     w.prepare(None)
     t = time.time()
-    w.append({"e": "server", "t": t, "v": hpcqueue.__version__})
-    w.append({"e": "job", "id": 1, "spec": job_spec(tasks, str(path.parent)), "t": t})
+    # one frame per event, as the server writes them
+    w.write([{"e": "server", "t": t, "v": hpcqueue.__version__}])
+    w.write([{"e": "job", "id": 1, "spec": job_spec(tasks, str(path.parent)), "t": t}])
     for wid in (1, 2):
-        w.append({"e": "worker", "id": wid, "t": t, "info": {
+        w.write([{"e": "worker", "id": wid, "t": t, "info": {
             "hostname": f"node{wid}", "pid": 1000 + wid, "cpus": 1,
-            "version": hpcqueue.__version__}})
+            "version": hpcqueue.__version__}}])
     for i in range(tasks):
         wid = 1 + i % 2
         t += 0.0005
-        w.append({"e": "start", "w": wid, "tasks": [1, [i]], "t": t})
-        w.append({"e": "done", "w": wid, "r": [[1, i, 0, 0, t, t + 0.0004, None]],
-                  "t": t + 0.0005})
-        if i % 10_000 == 0:
-            w.flush()
+        w.write([{"e": "start", "w": wid, "tasks": [1, [i]], "t": t}])
+        w.write([{"e": "done", "w": wid, "r": [[1, i, 0, 0, t, t + 0.0004, None]],
+                  "t": t + 0.0005}])
     w.close()
     return 4 + 2 * tasks, tasks
 

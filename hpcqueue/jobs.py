@@ -171,6 +171,15 @@ class Job:
             self.cursor = stop
         return out
 
+    def untake(self, idxs: list[int]) -> None:
+        """Give back indexes that `take` handed out and that were never started (their
+        start could not be journaled), so that they wait as before."""
+        for i in reversed(idxs):
+            if i == self.cursor - 1:
+                self.cursor = i
+            else:
+                self.requeued.appendleft(i)
+
     def start(self, i: int, worker_id: int, t: float) -> None:
         if self.state is None:
             self._columns()

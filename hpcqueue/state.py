@@ -163,7 +163,7 @@ class ServerState:
         w.reason = reason
         self.alloc.worker_left(w.id, w.info.get("alloc"))
         touched = set()
-        for job_id, i in w.tasks:
+        for job_id, i in sorted(w.tasks):  # an order that a snapshot's set keeps too
             job = self.jobs.get(job_id)
             if job is not None and job.state is not None and job.state[i] == RUNNING:
                 job.put_back(i, crash)

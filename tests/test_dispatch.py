@@ -62,3 +62,15 @@ def test_round_spreads_over_idle_workers_and_respects_batch_limit():
     plans = dispatch.plan([j], [a, b], 0.0)
     assert sorted(len(p[1][1]) for p in plans) == [2, 2]
     assert a.used_cpus == 0 and b.used_cpus == 0  # counters are the start event's job
+
+
+def test_tasks_taken_for_a_start_that_cannot_be_journaled_wait_again():
+    from hpcqueue.jobs import Job
+
+    job = Job(1, {"cmd": ["true"], "ids": [[0, 9, 1]]}, 0.0)
+    first = job.take(4)
+    second = job.take(3)
+    job.untake(second)
+    job.untake(first)
+    assert job.cursor == 0 and not job.requeued
+    assert job.take(10) == list(range(10))

@@ -357,7 +357,7 @@ def check_round_trip(events: list[dict], cut: int, chunk_tasks: int) -> None:
         for s in (replayed, loaded):
             s.just_done.clear()
             s.to_kill.clear()
-    assert_same(replayed, loaded, loose=True)
+    assert_same(replayed, loaded)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -424,10 +424,6 @@ def test_rich_history_covers_what_it_should():
     assert {a.state.value for a in live.alloc.by_id.values()} >= {"running", "finished"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "state.py `_worker_gone` requeues `for job_id, i in w.tasks`: a set, whose order depends "
-    "on its history, so a worker's set rebuilt by a snapshot requeues in another order. Fix: "
-    "`for job_id, i in sorted(w.tasks):`; then drop this mark and `loose` in check_round_trip"))
 def test_a_lost_worker_requeues_in_the_same_order_after_a_snapshot():
     for done in range(1, 40):  # sets that grew to 48 tasks, then shrank
         h = History()

@@ -57,13 +57,15 @@ def write_journal(path, events) -> int:
                 data = pack(ev)
                 if chunk and size + len(data) > FRAME_TARGET:
                     payload = b"".join(chunk)
-                    f.write(frame(payload) + payload)
+                    f.write(frame(payload))
+                    f.write(payload)
                     chunk, size = [], 0
                 chunk.append(data)
                 size += len(data)
             if chunk:
-                payload = b"".join(chunk)
-                f.write(frame(payload) + payload)
+                payload = b"".join(chunk) if len(chunk) > 1 else chunk[0]
+                f.write(frame(payload))
+                f.write(payload)
             f.flush()
             os.fsync(fd)
             written = f.tell()

@@ -234,10 +234,15 @@ class Core:
         state = self.state
         workers = [state.workers[wid] for wid in self.live]
         now = time.time()
-        for w, picked in dispatch.plan(state.ready_jobs(), workers, now):
+        plan = dispatch.plan(state.ready_jobs(), workers, now)
+        for n, (w, picked) in enumerate(plan):
             try:
                 self.record({"e": "start", "w": w.id, "tasks": picked, "t": now})
             except JournalUnavailable:
+                # taken for this and the later workers, never started: they wait again
+                for _, rest in reversed(plan[n:]):
+                    for k in reversed(range(0, len(rest), 2)):
+                        state.jobs[rest[k]].untake(rest[k + 1])
                 return  # dispatch resumes when the journal is back
             self._send_tasks(self.live[w.id], picked)
 
