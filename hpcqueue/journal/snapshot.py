@@ -250,7 +250,7 @@ def _load_columns(state: ServerState, ev: dict) -> None:
                                f"{len(data)} bytes for {k} tasks; the snapshot is damaged")
     for (_, code), column, data in zip(COLUMNS, columns, cols):
         if code is None:
-            column += data
+            column.extend(data)  # a bytearray, grown in place
         elif _SWAP:
             part = array(code, data)
             part.byteswap()
