@@ -108,7 +108,9 @@ def format_duration(seconds: float | None) -> str:
 
 # --------------------------------------------------------------------- resources
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+#: what `--resource` and `--env` accept as a name (the server checks specs with them too)
+RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def parse_resources(items: Sequence[str]) -> dict[str, int]:
@@ -117,7 +119,7 @@ def parse_resources(items: Sequence[str]) -> dict[str, int]:
     for item in items:
         name, sep, value = item.partition("=")
         name = name.strip()
-        if not sep or not _NAME.fullmatch(name):
+        if not sep or not RESOURCE_NAME.fullmatch(name):
             raise UsageError(f"invalid resource {item!r}: use NAME=COUNT, e.g. gpus=2")
         if name == "cpus":
             raise UsageError("give cpus with --cpus, not --resource cpus=N")
@@ -137,7 +139,7 @@ def parse_env(items: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        if not sep or not ENV_NAME.fullmatch(key):
             raise UsageError(f"invalid --env {item!r}: use KEY=VALUE")
         out[key] = value
     return out
@@ -197,6 +199,10 @@ class IdRanges:
 
 _RANGE = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
 MAX_TASKS_PER_JOB = 100_000_000
+#: bounds the server holds values from the network to: wide enough for any real use
+MAX_TASK_ID = 2**63 - 1  # a task id (msgpack's and most languages' signed 64 bits)
+MAX_COUNT = 2**31 - 1  # cpus, resource counts, priorities (either sign)
+MAX_SECONDS = 1e9  # time limits and requests, about 31 years
 
 
 def parse_array(spec: str) -> IdRanges:

@@ -11,8 +11,21 @@ from __future__ import annotations
 import os
 import time
 
-from hpcqueue.exceptions import NotFound, RequestError
-from hpcqueue.model import STATE_CODES, MAX_TASKS_PER_JOB, TaskState, fill_placeholders
+from hpcqueue.exceptions import NotFound, RequestError, UsageError
+from hpcqueue.jobs import MAX_CRASH_LIMIT, MAX_RETRIES
+from hpcqueue.model import (
+    ENV_NAME,
+    MAX_COUNT,
+    MAX_SECONDS,
+    MAX_TASK_ID,
+    MAX_TASKS_PER_JOB,
+    RESOURCE_NAME,
+    STATE_CODES,
+    JobState,
+    TaskState,
+    check_placeholders,
+    fill_placeholders,
+)
 from hpcqueue.server.core import Core
 
 HANDLERS = {}
@@ -26,81 +39,198 @@ def handler(name):
 
 
 # ------------------------------------------------------------------ checks
+#
+# Everything in a request is checked here before it becomes an event: an event
+# that `ServerState.apply` cannot take would stay in the journal and stop every
+# later restart.  Each check names the field and says what it must be.
 
-def _int(req: dict, key: str, default=None, low=None) -> int:
-    value = req.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise RequestError(f"{key!r} must be a whole number, not {value!r}")
-    if low is not None and value < low:
-        raise RequestError(f"{key!r} must be at least {low}, not {value}")
+def brief(value) -> str:
+    """A value for an error message, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(value, name: str, low: int, high: int) -> int:
+    if not _is_int(value):
+        raise RequestError(f"{name!r} must be a whole number, not {brief(value)}")
+    if not low <= value <= high:
+        raise RequestError(f"{name!r} must be from {low} to {high}, not {value}")
     return value
 
 
-def _job(core: Core, ref):
+def check_seconds(value, name: str) -> float | int | None:
+    """None, or a number of seconds from 0 to MAX_SECONDS."""
+    if value is None:
+        return None
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 <= value <= MAX_SECONDS):
+        raise RequestError(f"{name!r} must be a number of seconds from 0 to {MAX_SECONDS:g}, "
+                           f"not {brief(value)}")
+    return value
+
+
+def check_str(value, name: str, nul_ok: bool = False) -> str | None:
+    """None, or a string (without NUL where it reaches a path, an argv or the environment)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"{name!r} must be a string, not {brief(value)}")
+    if not nul_ok and "\0" in value:
+        raise RequestError(f"{name!r} must not contain a NUL character")
+    return value
+
+
+def check_flag(req: dict, key: str) -> bool:
+    value = req.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise RequestError(f"{key!r} must be true or false, not {brief(value)}")
+    return bool(value)
+
+
+def _states(req: dict, key: str, enum) -> set | None:
+    """A filter: None, or a list of state names of `enum`."""
+    value = req.get(key)
+    if value is None or value == []:
+        return None
+    names = [s.value for s in enum]
+    if not (isinstance(value, list) and all(isinstance(v, str) and v in names for v in value)):
+        raise RequestError(f"{key!r} must be a list of states from {', '.join(names)}, "
+                           f"not {brief(value)}")
+    return set(value)
+
+
+def _job(core: Core, ref, key: str = "job"):
     jobs = core.state.jobs
     if ref == "last":
         if not jobs:
             raise NotFound("there are no jobs yet")
         return jobs[max(jobs)]
-    if not isinstance(ref, int) or ref not in jobs:
+    if not _is_int(ref):
+        raise RequestError(f"{key!r} must be a job id or 'last', not {brief(ref)}")
+    job = jobs.get(ref)
+    if job is None:
         raise NotFound(f"no job {ref}: `hpcqueue job list` shows the jobs")
-    return jobs[ref]
+    return job
 
 
-def _job_ids(core: Core, ref) -> list[int]:
+def _job_ids(core: Core, ref, key: str = "jobs") -> list[int]:
+    """Job ids from 'all', one job reference, or a list of them."""
     if ref == "all":
         return sorted(core.state.jobs)
-    if isinstance(ref, list):
-        return [_job(core, r).id for r in ref]
-    return [_job(core, ref).id]
+    refs = ref if isinstance(ref, list) else [ref]
+    if not all(_is_int(r) or r == "last" for r in refs):
+        raise RequestError(f"{key!r} must be 'all', a job id, 'last' or a list of job ids, "
+                           f"not {brief(ref)}")
+    return list(dict.fromkeys(_job(core, r, key).id for r in refs))
+
+
+def _ranges(ids) -> tuple[list, int]:
+    """Task id ranges as the state keeps them (sorted, disjoint), and their task count."""
+    hint = "a list of [start, stop, step] ranges, e.g. [[1, 1000, 1]]"
+    if not (isinstance(ids, list) and ids):
+        raise RequestError(f"'ids' must be {hint}, not {brief(ids)}")
+    out = []
+    for r in ids:
+        if not (isinstance(r, list) and len(r) == 3 and all(_is_int(x) for x in r)):
+            raise RequestError(f"'ids' must be {hint}; {brief(r)} is not a range")
+        start, stop, step = r
+        if not (0 <= start <= stop <= MAX_TASK_ID and 1 <= step):
+            raise RequestError(f"'ids': range {brief(r)} must have 0 <= start <= stop <= "
+                               f"{MAX_TASK_ID} and a step of 1 or more")
+        out.append([start, start + (stop - start) // step * step, step])
+    out.sort()
+    for (_, a1, _), (b0, _, _) in zip(out, out[1:]):
+        if b0 <= a1:
+            raise RequestError(f"'ids': ranges overlap near {b0}")
+    total = sum((b - a) // s + 1 for a, b, s in out)
+    if total > MAX_TASKS_PER_JOB:
+        raise RequestError(f"a job holds at most {MAX_TASKS_PER_JOB:,} tasks, not {total:,}")
+    return out, total
+
+
+def _path_pattern(value, name: str) -> str | None:
+    value = check_str(value, name)
+    try:
+        check_placeholders(value, repr(name))
+    except UsageError as e:
+        raise RequestError(str(e)) from None
+    return value
 
 
 def check_spec(spec) -> dict:
-    """Validate a job spec from the network into the shape the state expects."""
+    """Validate a job spec from the network into the shape the state expects.
+
+    Returns a new spec of known keys only, each checked against how the job
+    (hpcqueue.jobs), the dispatch and the worker use it."""
     if not isinstance(spec, dict):
-        raise RequestError("the job spec must be a map")
-    cmd = spec.get("cmd")
-    shell = bool(spec.get("shell"))
-    if cmd is not None and not (isinstance(cmd, list) and all(isinstance(a, str) for a in cmd)):
-        raise RequestError("'cmd' must be a list of strings")
+        raise RequestError(f"'spec' must be a map (a job spec), not {brief(spec)}")
+
+    def get(key, default=None):
+        value = spec.get(key)
+        return default if value is None else value
+
+    cmd = get("cmd")
+    if cmd is not None and not (isinstance(cmd, list) and all(
+            isinstance(a, str) and "\0" not in a for a in cmd)):
+        raise RequestError("'cmd' must be a list of strings (without NUL characters)")
+    shell = get("shell", False)
+    if not isinstance(shell, bool):
+        raise RequestError(f"'shell' must be true or false, not {brief(shell)}")
+    ids, total = _ranges(spec.get("ids"))
+    entries = get("entries")
+    if entries is not None:
+        if not (isinstance(entries, list) and all(
+                isinstance(e, str) and "\0" not in e for e in entries)):
+            raise RequestError("'entries' must be a list of strings (without NUL characters)")
+        if len(entries) != total:
+            raise RequestError(f"'entries' has {len(entries):,} items and 'ids' {total:,} "
+                               "tasks: they must be as many")
     if not cmd and not shell:
         raise RequestError("a job needs a command: give it after --, or use --each-line")
-    ids = spec.get("ids")
-    if not (isinstance(ids, list) and ids and all(
-            isinstance(r, list) and len(r) == 3 and all(isinstance(x, int) for x in r)
-            and r[0] >= 0 and r[1] >= r[0] and r[2] >= 1 for r in ids)):
-        raise RequestError("'ids' must be a list of [start, stop, step] ranges")
-    entries = spec.get("entries")
-    total = sum((b - a) // s + 1 for a, b, s in ids)
-    if total > MAX_TASKS_PER_JOB:
-        raise RequestError(f"a job holds at most {MAX_TASKS_PER_JOB:,} tasks, not {total:,}")
-    if entries is not None:
-        if not (isinstance(entries, list) and all(isinstance(e, str) for e in entries)):
-            raise RequestError("'entries' must be a list of strings")
-        if len(entries) != total:
-            raise RequestError("'entries' and 'ids' differ in length")
-    for key in ("cpus",):
-        _int(spec, key, 1, low=1)
-    for key in ("priority", "max_retries", "crash_limit"):
-        if key in spec:
-            _int(spec, key, low=None if key == "priority" else 0)
-    res = spec.get("res") or {}
+    if not cmd and entries is None:
+        raise RequestError("a job of shell lines ('shell' without 'cmd') needs 'entries'")
+    res = get("res", {})
     if not (isinstance(res, dict) and all(
-            isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in res.items())):
-        raise RequestError("'res' must map resource names to counts")
-    for key in ("time_limit", "time_request"):
-        v = spec.get(key)
-        if v is not None and (not isinstance(v, (int, float)) or v < 0):
-            raise RequestError(f"{key!r} must be a number of seconds")
-    env = spec.get("env") or {}
+            isinstance(k, str) and RESOURCE_NAME.fullmatch(k) and k != "cpus"
+            for k in res)):
+        raise RequestError("'res' must map resource names (not cpus) to counts, "
+                           f"not {brief(res)}")
+    # a count of 0 asks for nothing: dropped, as a worker without that resource would
+    # otherwise be handed a name it does not have
+    res = {k: v for k, v in res.items() if check_int(v, f"res.{k}", 0, MAX_COUNT)}
+    env = get("env", {})
     if not (isinstance(env, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
-        raise RequestError("'env' must map names to strings")
-    for key in ("name", "stdout", "stderr", "cwd", "submit_dir"):
-        v = spec.get(key)
-        if v is not None and not isinstance(v, str):
-            raise RequestError(f"{key!r} must be a string")
-    return spec
+            isinstance(k, str) and ENV_NAME.fullmatch(k) and isinstance(v, str)
+            and "\0" not in v for k, v in env.items())):
+        raise RequestError("'env' must map variable names (letters, digits, _) to strings "
+                           "without NUL characters")
+    cwd = _path_pattern(spec.get("cwd"), "cwd")
+    if cwd and "%{CWD}" in cwd:
+        raise RequestError("'cwd' cannot use %{CWD}: it defines it")
+    return {
+        "name": check_str(spec.get("name"), "name", nul_ok=True),
+        "kind": check_str(spec.get("kind"), "kind", nul_ok=True),
+        "cmd": cmd or None,
+        "shell": shell,
+        "ids": ids,
+        "entries": entries,
+        "cpus": check_int(get("cpus", 1), "cpus", 1, MAX_COUNT),
+        "res": res,
+        "priority": check_int(get("priority", 0), "priority", -MAX_COUNT, MAX_COUNT),
+        "max_retries": check_int(get("max_retries", 0), "max_retries", 0, MAX_RETRIES),
+        "crash_limit": check_int(get("crash_limit", 5), "crash_limit", 1, MAX_CRASH_LIMIT),
+        "time_limit": check_seconds(spec.get("time_limit"), "time_limit"),
+        "time_request": check_seconds(spec.get("time_request"), "time_request"),
+        "stdout": _path_pattern(spec.get("stdout"), "stdout"),
+        "stderr": _path_pattern(spec.get("stderr"), "stderr"),
+        "cwd": cwd,
+        "env": dict(env),
+        "submit_dir": check_str(spec.get("submit_dir"), "submit_dir"),
+    }
 
 
 # ------------------------------------------------------------------ jobs
@@ -114,7 +244,7 @@ def submit(core: Core, req: dict) -> dict:
 
 @handler("jobs")
 def jobs(core: Core, req: dict) -> dict:
-    wanted = req.get("filter") or []
+    wanted = _states(req, "filter", JobState)
     rows = [j.summary() for j in core.state.jobs.values()]
     if wanted:
         rows = [r for r in rows if r["state"] in wanted]
@@ -146,7 +276,7 @@ def cancel(core: Core, req: dict) -> dict:
 @handler("tasks")
 def tasks(core: Core, req: dict) -> dict:
     job = _job(core, req.get("job"))
-    wanted = req.get("filter") or []
+    wanted = _states(req, "filter", TaskState)
     codes = [i for i, s in enumerate(STATE_CODES) if s.value in wanted] if wanted else None
     if codes is None:
         rows = [job.task_row(i) for i in range(job.n)]
@@ -157,8 +287,8 @@ def tasks(core: Core, req: dict) -> dict:
 
 
 def _task_index(job, task_id) -> int:
-    if not isinstance(task_id, int):
-        raise RequestError(f"a task id is a whole number, not {task_id!r}")
+    if not _is_int(task_id):
+        raise RequestError(f"'task' must be a task id (a whole number), not {brief(task_id)}")
     i = job.ids.index_of(task_id)
     if i is None:
         raise NotFound(f"job {job.id} has no task {task_id} (its ids are {job.ids.spec()})")
@@ -186,8 +316,8 @@ def cat(core: Core, req: dict) -> dict:
     """The files a job's tasks wrote for a stream, resolved for the client to read."""
     job = _job(core, req.get("job"))
     stream = req.get("stream")
-    if stream not in ("stdout", "stderr"):
-        raise RequestError("the stream is stdout or stderr")
+    if not isinstance(stream, str) or stream not in ("stdout", "stderr"):
+        raise RequestError(f"'stream' must be stdout or stderr, not {brief(stream)}")
     template = job.spec.get(stream)
     if not template or template in ("none", "inherit"):
         raise RequestError(f"job {job.id} did not keep its {stream} (it was {template or 'none'})")
@@ -198,7 +328,8 @@ def cat(core: Core, req: dict) -> dict:
         if job.state is None or job.starts[i] == 0:
             continue
         values = {"JOB_ID": job.id, "TASK_ID": job.ids.id_at(i),
-                  "INSTANCE_ID": job.starts[i] - 1, "SUBMIT_DIR": job.spec.get("submit_dir", "")}
+                  "INSTANCE_ID": job.starts[i] - 1,
+                  "SUBMIT_DIR": job.spec.get("submit_dir") or ""}
         values["CWD"] = fill_placeholders(cwd_t, values)
         path = fill_placeholders(template, values)
         out.append([values["TASK_ID"], os.path.join(values["CWD"], path)])
@@ -210,16 +341,19 @@ def cat(core: Core, req: dict) -> dict:
 @handler("workers")
 def workers(core: Core, req: dict) -> dict:
     rows = [w.summary() for w in core.state.workers.values()]
-    if not req.get("all"):
+    if not check_flag(req, "all"):
         rows = [r for r in rows if r["state"] == "running"]
     return {"workers": rows}
 
 
 @handler("worker_info")
 def worker_info(core: Core, req: dict) -> dict:
-    w = core.state.workers.get(req.get("worker"))
+    ref = req.get("worker")
+    if not _is_int(ref):
+        raise RequestError(f"'worker' must be a worker id, not {brief(ref)}")
+    w = core.state.workers.get(ref)
     if w is None:
-        raise NotFound(f"no worker {req.get('worker')}: `hpcqueue worker list` shows them")
+        raise NotFound(f"no worker {ref}: `hpcqueue worker list` shows them")
     info = w.summary()
     info["info"] = w.info
     info["tasks"] = sorted([j, w_id] for j, w_id in w.tasks)
@@ -229,8 +363,10 @@ def worker_info(core: Core, req: dict) -> dict:
 @handler("worker_stop")
 def worker_stop(core: Core, req: dict) -> dict:
     ref = req.get("workers")
-    ids = sorted(core.live) if ref == "all" else [r for r in (ref or []) if r in core.live]
-    missing = [] if ref == "all" else [r for r in (ref or []) if r not in core.live]
+    if ref != "all" and not (isinstance(ref, list) and all(_is_int(r) for r in ref)):
+        raise RequestError(f"'workers' must be 'all' or a list of worker ids, not {brief(ref)}")
+    ids = sorted(core.live) if ref == "all" else sorted({r for r in ref if r in core.live})
+    missing = [] if ref == "all" else [r for r in ref if r not in core.live]
     if missing:
         raise NotFound(f"no running worker {', '.join(map(str, missing))}")
     for wid in ids:
