@@ -6,62 +6,83 @@ import logging
 import time
 
 from hpcqueue.exceptions import ProtocolError
+from hpcqueue.jobs import EXIT_MAX, EXIT_MIN
+from hpcqueue.model import MAX_COUNT, MAX_SECONDS
 from hpcqueue.protocol import read_message
 from hpcqueue.server.core import Core, Peer
 
 log = logging.getLogger("hpcqueue.server")
 
+#: what a worker's hello may say of itself: key -> kind ("n": a count, "s": seconds)
 _INFO_KEYS = {
-    "hostname": str, "pid": int, "cpus": int, "res": dict, "batch_job": str,
-    "remaining": (int, float), "version": str, "idle_timeout": (int, float),
-    "time_limit": (int, float), "manager": str, "group": str, "alloc": str,
+    "hostname": str, "pid": "n", "cpus": "n", "res": dict, "batch_job": str,
+    "remaining": "s", "version": str, "idle_timeout": "s", "time_limit": "s",
+    "manager": str, "group": str, "alloc": str,
 }
+_INF = float("inf")
+_NUMBER = (int, float)
 
 
 def _check_info(info) -> dict:
+    """The known keys of a worker's hello, checked; the rest is dropped."""
     if not isinstance(info, dict):
         raise ProtocolError("worker hello without info")
     out = {}
     for key, kind in _INFO_KEYS.items():
         value = info.get(key)
-        if value is not None:
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise ProtocolError(f"worker hello: {key!r} has the wrong type")
-            out[key] = value
+        if value is None:
+            continue
+        if kind == "n":
+            ok = type(value) is int and 0 <= value <= MAX_COUNT
+        elif kind == "s":
+            ok = type(value) in (int, float) and 0 <= value <= MAX_SECONDS
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise ProtocolError(f"worker hello: {key!r} is not a valid value ({value!r:.60})")
+        out[key] = value
     if out.get("cpus", 1) < 1:
         raise ProtocolError("worker hello: cpus must be at least 1")
     res = out.get("res") or {}
-    if not all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in res.items()):
+    if not all(isinstance(k, str) and type(v) is int and 0 <= v <= MAX_COUNT
+               for k, v in res.items()):
         raise ProtocolError("worker hello: resources must map names to counts")
     return out
 
 
 def _check_results(core: Core, rows) -> list:
+    """Result rows [job, index, instance, exit, t0, t1, msg], checked; an exit code
+    beyond the exit column is clamped to it (it keeps its sign, so a failure stays one)."""
     jobs = core.state.jobs
-    if not isinstance(rows, list):
+    if type(rows) is not list:
         raise ProtocolError("results must be a list")
     for row in rows:
-        if not (isinstance(row, list) and len(row) == 7):
+        if type(row) is not list or len(row) != 7:
             raise ProtocolError("a result must have 7 fields")
         job_id, i, inst, code, t0, t1, msg = row
-        job = jobs.get(job_id)
-        if (job is None or not isinstance(i, int) or not 0 <= i < job.n
-                or not isinstance(inst, int) or not isinstance(code, int)
-                or not isinstance(t0, (int, float)) or not isinstance(t1, (int, float))
-                or not (msg is None or isinstance(msg, str))):
-            raise ProtocolError(f"malformed result {row!r}")
+        # type() first: a list is unhashable, and a bool or a str does not compare as a number
+        job = jobs.get(job_id) if type(job_id) is int else None
+        if (job is None or type(i) is not int or not 0 <= i < job.n
+                or type(inst) is not int or type(code) is not int
+                or type(t0) not in _NUMBER or type(t1) not in _NUMBER
+                or not 0 <= t0 < _INF or not 0 <= t1 < _INF
+                or not (msg is None or type(msg) is str)):
+            raise ProtocolError(f"malformed result {row!r:.200}")
+        if not EXIT_MIN <= code <= EXIT_MAX:
+            row[3] = EXIT_MAX if code > 0 else EXIT_MIN
     return rows
 
 
 def _check_tasks(core: Core, tasks) -> list:
     jobs = core.state.jobs
-    if not isinstance(tasks, list) or len(tasks) % 2:
+    if type(tasks) is not list or len(tasks) % 2:
         raise ProtocolError("a task list must be [job, [index, ...], ...]")
     for k in range(0, len(tasks), 2):
-        job = jobs.get(tasks[k])
+        job_id = tasks[k]
+        job = jobs.get(job_id) if type(job_id) is int else None
         idxs = tasks[k + 1]
-        if job is None or not isinstance(idxs, list) or not all(
-                isinstance(i, int) and 0 <= i < job.n for i in idxs):
+        if job is None or type(idxs) is not list or not all(
+                type(i) is int and 0 <= i < job.n for i in idxs):
             raise ProtocolError("a task list names an unknown job or task")
     return tasks
 
