@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import time
+from dataclasses import MISSING, fields
 
-from hpcqueue.autoalloc import policy
+from hpcqueue.autoalloc import backends, policy
 from hpcqueue.autoalloc.model import QueueParams, QueueState
 from hpcqueue.autoalloc.service import demand_of, dry_run, in_flight, limits_of
-from hpcqueue.exceptions import NotFound, RequestError
-from hpcqueue.server.handlers import handler
+from hpcqueue.exceptions import NotFound, RequestError, UsageError
+from hpcqueue.model import ENV_NAME, MAX_COUNT
+from hpcqueue.server.handlers import (
+    brief,
+    check_flag,
+    check_int,
+    check_seconds,
+    check_str,
+    handler,
+)
 
 
 def _queue(core, ref, removed_too: bool = False):
     """A queue by id or name; a removed one only where asked (to look at, not to change)."""
+    if isinstance(ref, bool) or not isinstance(ref, (int, str)):
+        raise RequestError(f"'queue' must be a queue id or name, not {brief(ref)}")
     found = [q for q in core.state.alloc.queues.values()
              if ref == q.id or (isinstance(ref, str) and ref == q.params.name)]
     found.sort(key=lambda q: (q.state is QueueState.REMOVED, -q.id))
@@ -21,21 +32,88 @@ def _queue(core, ref, removed_too: bool = False):
     raise NotFound(f"no allocation queue {ref}: `hpcqueue alloc list` shows them")
 
 
+def _count(low: int):
+    def check(v, name):
+        return check_int(v, name, low, MAX_COUNT)
+    return check
+
+
+def _str_list(v, name):
+    if not (isinstance(v, list) and all(isinstance(x, str) and "\0" not in x for x in v)):
+        raise RequestError(f"{name!r} must be a list of strings, not {brief(v)}")
+    return v
+
+
+def _str_map(v, name):
+    if not (isinstance(v, dict) and all(
+            isinstance(k, str) and ENV_NAME.fullmatch(k) and isinstance(x, str)
+            and "\0" not in x for k, x in v.items())):
+        raise RequestError(f"{name!r} must map variable names to strings, not {brief(v)}")
+    return v
+
+
+def _address(v, name):
+    if not (isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("hostname", "interface")
+            and isinstance(next(iter(v.values())), str)):
+        raise RequestError(f"{name!r} must be {{hostname: NAME}} or {{interface: IFACE}}")
+    return v
+
+
+def _choice(table: dict):
+    def check(v, name):
+        if not isinstance(v, str) or v not in table:
+            raise RequestError(f"{name!r} must be one of {', '.join(sorted(table))}, "
+                               f"not {brief(v)}")
+        return v
+    return check
+
+
+#: how each QueueParams field is checked (None is its default); a new field needs a line here
+PARAM_CHECKS = {
+    "scheduler": _choice(backends.SCHEDULERS), "time_limit": check_seconds,
+    "name": check_str, "backlog": _count(1), "workers_per_alloc": _count(1),
+    "max_worker_count": _count(1), "idle_timeout": check_seconds, "partition": check_str,
+    "account": check_str, "qos": check_str, "cpus": _count(1), "gpus": _count(0),
+    "mem": check_str, "worker_start_cmd": check_str, "worker_stop_cmd": check_str,
+    "template": check_str, "extra_args": _str_list,
+    "transport": _choice(backends.TRANSPORTS), "pause_after": _count(1),
+    "keep_dirs": _count(0), "modules": _str_list, "env": _str_map, "profile": check_str,
+    "login_host": check_str, "template_text": check_str, "server_address": _address,
+    "server_host": check_str,
+}
+
+
+def check_params(raw) -> QueueParams:
+    """Queue parameters from the network: each field's type and range, then the
+    checks `alloc add` makes (QueueParams.validate)."""
+    if not isinstance(raw, dict):
+        raise RequestError(f"'params' must be a map, not {brief(raw)}")
+    values = {}
+    for f in fields(QueueParams):
+        v = raw.get(f.name)
+        if v is None:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise RequestError(f"'params' needs {f.name!r}")
+            continue
+        values[f.name] = PARAM_CHECKS[f.name](v, f.name)
+    try:
+        return QueueParams(**values).validate()
+    except UsageError as e:
+        raise RequestError(str(e)) from None
+
+
 @handler("alloc_add")
 async def alloc_add(core, req: dict) -> dict:
-    raw = req.get("params")
-    if not isinstance(raw, dict):
-        raise RequestError("'params' must be a map")
-    try:
-        params = QueueParams.from_dict(raw).validate()
-    except TypeError as e:
-        raise RequestError(f"bad queue parameters: {e}") from None
+    params = check_params(req.get("params"))
+    dry = req.get("dry_run", True)
+    if not isinstance(dry, bool):
+        raise RequestError(f"'dry_run' must be true or false, not {brief(dry)}")
     book = core.state.alloc
     if params.name and any(q.params.name == params.name and q.state is not QueueState.REMOVED
                            for q in book.queues.values()):
         raise RequestError(f"there is already a queue named {params.name!r}")
     script = None
-    if req.get("dry_run", True):
+    if dry:
         script = await dry_run(params, core.autoalloc.server_dir,
                                transport=core.autoalloc.backend(params)[1])
     queue_id = book.next_queue_id
@@ -46,8 +124,9 @@ async def alloc_add(core, req: dict) -> dict:
 
 @handler("alloc_list")
 def alloc_list(core, req: dict) -> dict:
+    show_all = check_flag(req, "all")
     queues = [q.summary() for q in core.state.alloc.queues.values()
-              if req.get("all") or q.state is not QueueState.REMOVED]
+              if show_all or q.state is not QueueState.REMOVED]
     return {"queues": queues}
 
 
@@ -78,7 +157,9 @@ def alloc_resume(core, req: dict) -> dict:
 @handler("alloc_remove")
 async def alloc_remove(core, req: dict) -> dict:
     q = _queue(core, req.get("queue"))
-    force = bool(req.get("force"))
+    force = req.get("force") or False
+    if not isinstance(force, bool):
+        raise RequestError(f"'force' must be true or false, not {brief(force)}")
     cancelled = await core.autoalloc.cancel_all(q) if force else []
     core.record({"e": "aq_remove", "id": q.id, "force": force, "t": time.time()})
     return {"queue": q.id, "state": q.state.value, "cancelled": cancelled,
@@ -105,6 +186,6 @@ def alloc_log(core, req: dict) -> dict:
         raise NotFound(f"no allocation {ref}: `hpcqueue alloc info QUEUE` lists them (ids look "
                        "like 1.3)")
     stream = req.get("stream")
-    if stream not in ("stdout", "stderr", "script"):
-        raise RequestError("the stream is stdout, stderr or script")
+    if not isinstance(stream, str) or stream not in ("stdout", "stderr", "script"):
+        raise RequestError(f"'stream' must be stdout, stderr or script, not {brief(stream)}")
     return {"path": f"{a.dir}/{'job.sh' if stream == 'script' else stream}"}
