@@ -215,13 +215,15 @@ def test_disk_full_that_stays_full(cluster, small_tmpfs, round_):
     filler.unlink()
     wait_for(s.submit, timeout=10, interval=0.2, what="submits accepted again")
     assert "can be written again" in cluster.log("server.log")
-    acked = list(s.acked)
-    s.close()
-    os.kill(cluster.server.pid, signal.SIGKILL)
-    cluster.server.wait()
-    cluster.start_server("--journal", journal)
-    jobs = {j["id"] for j in cluster_jobs(cluster)}
-    assert set(acked) <= jobs
+    assert not lost_after_kill_9(cluster, journal, s)
+
+
+def lost_after_kill_9(cluster, journal, submitter) -> set[int]:
+    """Acknowledged submits missing after a kill -9 and a restart on the journal."""
+    acked = set(submitter.acked)
+    submitter.close()
+    kill_and_restart(cluster, journal)
+    return acked - {j["id"] for j in cluster_jobs(cluster)}
 
 
 def cluster_jobs(cluster):
@@ -254,13 +256,7 @@ def test_disk_full_then_space_at_once_loses_no_acknowledged_submit(cluster, smal
         if refused_at is not None and len(s.acked) >= 3 and time.monotonic() - refused_at > 1.5:
             break
     assert refused_at is not None, "the disk never filled up"
-    acked = list(s.acked)
-    s.close()
-    os.kill(cluster.server.pid, signal.SIGKILL)
-    cluster.server.wait()
-    cluster.start_server("--journal", journal)
-    jobs = {j["id"] for j in cluster_jobs(cluster)}
-    missing = set(acked) - jobs
+    missing = lost_after_kill_9(cluster, journal, s)
     assert not missing, f"acknowledged submits lost after the restart: {sorted(missing)}"
     assert "Traceback" not in cluster.log("server.log")
 
