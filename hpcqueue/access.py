@@ -63,6 +63,9 @@ class AccessRecord:
     hostname: str
     started: float
     journal: str | None = None
+    #: the HTTP API's address (a URL) and bearer token, when it is on
+    http_url: str | None = None
+    http_token: str | None = None
 
     @property
     def key_bytes(self) -> bytes:

@@ -145,6 +145,26 @@ def parse_env(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+# --------------------------------------------------------------------- priorities
+
+#: named priorities (gearmand's high/normal/low); an integer works too, and higher runs first
+PRIORITY_NAMES = {"high": 100, "normal": 0, "low": -100}
+
+
+def parse_priority(value: str | int) -> int:
+    """A priority from `high`, `normal`, `low` or a whole number (e.g. `5`, `-3`)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in PRIORITY_NAMES:
+        return PRIORITY_NAMES[text]
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"invalid priority {value!r}: use high, normal, low or a whole "
+                         "number (higher runs first)") from None
+
+
 # --------------------------------------------------------------------- task ids
 
 

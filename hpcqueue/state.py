@@ -79,6 +79,8 @@ class ServerState:
         #: jobs that have waiting tasks, in dispatch order when `_ready_sorted`
         self.ready: dict[int, Job] = {}
         self._ready_order: list[Job] | None = None
+        #: --unique key -> id of the unfinished job submitted with it
+        self.unique: dict[str, int] = {}
         #: jobs that became done in the last apply; the server drains it
         self.just_done: list[Job] = []
         #: (worker id, job id, index) of running tasks canceled in the last apply
@@ -111,6 +113,17 @@ class ServerState:
         if job.ended is None and job.done:
             job.ended = t
             self.just_done.append(job)
+            key = job.spec.get("unique")
+            if key is not None and self.unique.get(key) == job.id:
+                del self.unique[key]
+
+    def _add_job(self, job: Job) -> None:
+        """A job that is new to the state (submitted, or loaded from a snapshot)."""
+        self.jobs[job.id] = job
+        self.next_job_id = max(self.next_job_id, job.id + 1)
+        key = job.spec.get("unique")
+        if key is not None and job.ended is None:
+            self.unique[key] = job.id
 
     # ------------------------------------------------------------- apply
 
@@ -132,8 +145,7 @@ class ServerState:
 
     def _on_job(self, ev: dict) -> None:
         job = Job(ev["id"], ev["spec"], ev["t"])
-        self.jobs[job.id] = job
-        self.next_job_id = max(self.next_job_id, job.id + 1)
+        self._add_job(job)
         self._update_ready(job)
         self._maybe_done(job, ev["t"])
 

@@ -135,3 +135,27 @@ def test_journal_of_a_running_server_cannot_be_pruned(cluster, tmp_path):
     p = hq("journal", "prune", journal, check=False)
     assert p.returncode == 1 and "in use by a running server" in p.stderr
     time.sleep(0.1)
+
+
+def test_unique_key_returns_the_unfinished_job_then_a_new_one(cluster):
+    cluster.start_server()
+    first = cluster.hq("submit", "--unique", "nightly", "--", "true").stdout
+    again = cluster.hq("submit", "--unique", "nightly", "--", "true").stdout
+    assert "job 1 submitted" in first
+    assert "job 1" in again and "already" in again  # no second job while 1 is unfinished
+    jobs = json.loads(cluster.hq("job", "list", "--output", "json").stdout)
+    assert [j["id"] for j in jobs] == [1]
+    cluster.start_worker()
+    cluster.hq("job", "wait", "1", timeout=60)
+    assert "job 2 submitted" in cluster.hq("submit", "--unique", "nightly", "--", "true").stdout
+
+
+def test_named_priorities_order_dispatch_and_bad_names_are_refused(cluster):
+    cluster.start_server()
+    for prio in ("low", "normal", "high", "7"):
+        cluster.hq("submit", "--priority", prio, "--", "true")
+    jobs = json.loads(cluster.hq("job", "list", "--output", "json").stdout)
+    assert [j["priority"] for j in jobs] == [-100, 0, 100, 7]
+    p = cluster.hq("submit", "--priority", "urgent", "--", "true", check=False)
+    assert p.returncode == 2 and "high, normal, low" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -11,15 +11,34 @@ import click
 from hpcqueue.cli.common import DURATION
 from hpcqueue.exceptions import UsageError
 from hpcqueue.model import (
+    MAX_COUNT,
     MAX_TASKS_PER_JOB,
     check_placeholders,
     parse_array,
     parse_env,
+    parse_priority,
     parse_resources,
 )
 
 DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
 DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
+
+
+class Priority(click.ParamType):
+    name = "PRIORITY"
+
+    def convert(self, value, param, ctx):
+        try:
+            prio = parse_priority(value)
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
+        if not -MAX_COUNT <= prio <= MAX_COUNT:
+            self.fail(f"priority {prio} is out of range (at most {MAX_COUNT} either way)",
+                      param, ctx)
+        return prio
+
+
+PRIORITY = Priority()
 
 
 def task_options(fn):
@@ -38,8 +57,11 @@ def task_options(fn):
                      help="CPUs each task needs."),
         click.option("--resource", "resources", multiple=True, metavar="NAME=N",
                      help="Another resource each task needs, e.g. gpus=1 (repeatable)."),
-        click.option("--priority", type=int, default=0, show_default=True,
-                     help="Higher runs first."),
+        click.option("--priority", type=PRIORITY, default="normal", show_default=True,
+                     help="high, normal, low or a whole number; higher runs first."),
+        click.option("--unique", metavar="KEY",
+                     help="While a job submitted with KEY is unfinished, submitting KEY again "
+                          "returns that job instead of making a new one."),
         click.option("--max-retries", type=click.IntRange(min=0, max=255), default=0,
                      show_default=True, help="Run a failed task again up to N times."),
         click.option("--crash-limit", type=click.IntRange(min=1, max=255), default=5,
@@ -146,6 +168,7 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
         "cpus": opts.get("cpus") or 1,
         "res": parse_resources(opts.get("resources") or ()),
         "priority": opts.get("priority") or 0,
+        "unique": opts.get("unique") or None,
         "max_retries": opts.get("max_retries") or 0,
         "crash_limit": opts.get("crash_limit") or 5,
         "time_limit": opts.get("time_limit"),

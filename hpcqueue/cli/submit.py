@@ -26,7 +26,11 @@ def submit(ctx, command, wait, progress, **opts):
     spec = build_spec(opts, command)
     reply = request(ctx, "submit", timeout=300, spec=spec)
     job_id = reply["job"]
-    click.echo(f"job {job_id} submitted: {reply['tasks']} task(s)")
+    if reply.get("existing"):
+        click.echo(f"job {job_id} already holds unique key {spec['unique']!r} and is "
+                   f"unfinished: not submitted again ({reply['tasks']} task(s))")
+    else:
+        click.echo(f"job {job_id} submitted: {reply['tasks']} task(s)")
     if wait or progress:
         from hpcqueue.cli import waiting
 

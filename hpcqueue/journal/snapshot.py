@@ -230,7 +230,7 @@ def _load_job(state: ServerState, ev: dict) -> None:
     if ev["chunks"]:
         for name, code in COLUMNS:  # filled by the snapcols events that follow
             setattr(job, name, bytearray() if code is None else array(code))
-    state.jobs[job.id] = job
+    state._add_job(job)
     state._update_ready(job)
 
 

@@ -23,3 +23,14 @@ class ServerConfig:
     heartbeat_misses: int = 3
     handshake_timeout: float = 10.0
     write_access: bool = True
+    #: how waiting tasks are spread: "first-free" (fill free slots, with prefetch) or
+    #: "round-robin" (even over the connected workers)
+    dispatch: str = "first-free"
+    #: the HTTP API (None: off); it binds http_host, 127.0.0.1 unless told otherwise
+    http_port: int | None = None
+    http_host: str = "127.0.0.1"
+    #: TLS certificate and key for the HTTP API (PEM files)
+    http_cert: Path | None = None
+    http_key: Path | None = None
+    #: serve plain HTTP on an address other than loopback (otherwise TLS is required)
+    http_insecure: bool = False

@@ -230,7 +230,18 @@ def check_spec(spec) -> dict:
         "cwd": cwd,
         "env": dict(env),
         "submit_dir": check_str(spec.get("submit_dir"), "submit_dir"),
+        "unique": _unique_key(spec.get("unique")),
     }
+
+
+MAX_UNIQUE_KEY = 256  # characters of a --unique key
+
+
+def _unique_key(value) -> str | None:
+    value = check_str(value, "unique", nul_ok=True)
+    if value is not None and not 0 < len(value) <= MAX_UNIQUE_KEY:
+        raise RequestError(f"'unique' must be a key of 1 to {MAX_UNIQUE_KEY} characters")
+    return value
 
 
 # ------------------------------------------------------------------ jobs
@@ -238,8 +249,12 @@ def check_spec(spec) -> dict:
 @handler("submit")
 def submit(core: Core, req: dict) -> dict:
     spec = check_spec(req.get("spec"))
+    key = spec["unique"]
+    if key is not None and key in core.state.unique:
+        job = core.state.jobs[core.state.unique[key]]
+        return {"job": job.id, "tasks": job.n, "existing": True}
     job = core.submit(spec)
-    return {"job": job.id, "tasks": job.n}
+    return {"job": job.id, "tasks": job.n, "existing": False}
 
 
 @handler("jobs")
