@@ -30,9 +30,25 @@ def server():
               help="Upgrade a journal written by an older hpcqueue (a backup is kept).")
 @click.option("--heartbeat", type=DURATION, default="8s", show_default=True,
               help="Worker heartbeat interval; a worker silent for 3 of them is lost.")
+@click.option("--dispatch", type=click.Choice(["first-free", "round-robin"]),
+              default="first-free", show_default=True,
+              help="first-free fills free slots (with prefetch); round-robin spreads tasks "
+                   "evenly over the connected workers.")
+@click.option("--http-port", type=click.IntRange(0, 65535),
+              help="Also serve the HTTP API on this port (0 picks a free one).")
+@click.option("--http-host", default="127.0.0.1", show_default=True,
+              help="Address of the HTTP API; anything but loopback needs TLS or "
+                   "--http-insecure.")
+@click.option("--http-cert", type=click.Path(dir_okay=False),
+              help="TLS certificate (PEM) for the HTTP API.")
+@click.option("--http-key", type=click.Path(dir_okay=False),
+              help="TLS private key (PEM) for the HTTP API.")
+@click.option("--http-insecure", is_flag=True,
+              help="Serve plain HTTP on a non-loopback address (the token travels in clear).")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.pass_context
-def start(ctx, host, port, journal, journal_fsync, journal_upgrade, heartbeat, verbose):
+def start(ctx, host, port, journal, journal_fsync, journal_upgrade, heartbeat, dispatch,
+          http_port, http_host, http_cert, http_key, http_insecure, verbose):
     """Run a server in the foreground (under tmux or screen for long runs)."""
     import os
     from pathlib import Path
@@ -46,7 +62,11 @@ def start(ctx, host, port, journal, journal_fsync, journal_upgrade, heartbeat, v
         server_dir=get_server_dir(ctx), host=host, port=port,
         journal=Path(os.path.abspath(os.path.expanduser(journal))) if journal else None,
         fsync_interval=journal_fsync, heartbeat=max(0.5, heartbeat),
-        journal_upgrade=journal_upgrade,
+        journal_upgrade=journal_upgrade, dispatch=dispatch,
+        http_port=http_port, http_host=http_host,
+        http_cert=Path(os.path.abspath(http_cert)) if http_cert else None,
+        http_key=Path(os.path.abspath(http_key)) if http_key else None,
+        http_insecure=http_insecure,
     )
     run_server(cfg)
 
