@@ -10,6 +10,11 @@ The columns are fixed-width, and the bounds below are what they hold.  The
 server checks values from the network against them before they become events
 (an event that does not fit would stop every later restart), and the few
 counters that grow here (starts, retries, crashes) stop at their bound.
+
+An *open* job (submitted with ``"open": true``, by `submit --each-line -` reading a pipe)
+takes more tasks later: :meth:`Job.append` adds entries with the next ids (an open job's ids
+are always 0 .. n-1) and grows the columns in place.  It is never done while open, even with
+no task waiting; closing it (or canceling it) ends that.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ class Job:
         "id", "spec", "ids", "entries", "n", "cursor", "requeued", "counts",
         "state", "starts", "crashes", "retries", "exit", "worker", "t0", "t1",
         "errors", "canceled", "submitted", "ended", "cpus", "res", "priority",
-        "time_request", "mean_runtime", "crash_limit", "max_retries",
+        "time_request", "mean_runtime", "crash_limit", "max_retries", "open",
     )
 
     def __init__(self, job_id: int, spec: dict, submitted: float):
@@ -56,8 +61,10 @@ class Job:
         self.state: bytearray | None = None
         self.errors: dict[int, str] = {}
         self.canceled = False
+        #: more tasks may come (see `append`); the job is not done until it is closed
+        self.open = bool(spec.get("open"))
         self.submitted = submitted
-        self.ended: float | None = None if self.n else submitted
+        self.ended: float | None = None if self.n or self.open else submitted
         self.cpus = int(spec.get("cpus", 1))
         self.res: dict[str, int] = dict(spec.get("res") or {})
         self.priority = int(spec.get("priority", 0))
@@ -80,6 +87,24 @@ class Job:
         self.t0 = array("d", bytes(8 * n))
         self.t1 = array("d", bytes(8 * n))
 
+    def append(self, entries: list[str]) -> None:
+        """Add tasks for ENTRIES to an open job: ids n .. n+k-1, waiting.  O(k) amortized:
+        the entries list and the columns (if allocated) are extended in place."""
+        k = len(entries)
+        n = self.n + k
+        self.entries.extend(entries)  # the job's own copy (see ServerState._on_job)
+        self.spec["ids"] = [[0, n - 1, 1]]  # so that the spec describes the job as it is
+        self.ids = IdRanges(self.spec["ids"])  # one range: O(1)
+        self.n = n
+        self.counts[WAITING] += k
+        if self.state is not None:
+            zeros = bytes(k)
+            self.state.extend(zeros)
+            self.crashes.extend(zeros)
+            self.retries.extend(zeros)
+            for column in (self.starts, self.exit, self.worker, self.t0, self.t1):
+                column.frombytes(bytes(k * column.itemsize))
+
     # ------------------------------------------------------------- queries
 
     @property
@@ -92,11 +117,11 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return self.counts[WAITING] == 0 and self.counts[RUNNING] == 0
+        return self.counts[WAITING] == 0 and self.counts[RUNNING] == 0 and not self.open
 
     def job_state(self) -> JobState:
         c = self.counts
-        if c[WAITING] == 0 and c[RUNNING] == 0:
+        if c[WAITING] == 0 and c[RUNNING] == 0 and not self.open:
             if c[FAILED]:
                 return JobState.FAILED
             if c[CANCELED]:
@@ -254,8 +279,10 @@ class Job:
         return True
 
     def cancel(self) -> list[int]:
-        """Cancel waiting and running tasks; returns the indexes that were running."""
+        """Cancel waiting and running tasks (and close an open job); returns the indexes that
+        were running."""
         self.canceled = True
+        self.open = False
         c = self.counts
         c[CANCELED] += c[WAITING]
         c[WAITING] = 0
@@ -287,4 +314,5 @@ class Job:
             "submitted": self.submitted,
             "ended": self.ended,
             "priority": self.priority,
+            "open": self.open,
         }

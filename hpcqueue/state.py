@@ -15,7 +15,10 @@ Events (``e`` is the kind, ``t`` the server's clock when it happened):
 - ``start``: tasks were handed to a worker (``w``, ``tasks`` = [job, [index...], ...])
 - ``done``: results (``w``, ``r`` = [[job, index, instance, exit, t0, t1, msg], ...])
 - ``back``: a worker handed tasks back unstarted (``w``, ``tasks`` as in ``start``)
-- ``cancel``: jobs were canceled (``ids``)
+- ``cancel``: jobs were canceled (``ids``); an open job is closed too
+- ``append``: tasks were added to an open job (``id``, ``entries``: their entries, which get
+  the ids after the job's last)
+- ``close``: an open job takes no more tasks (``id``); it ends once its tasks have
 - ``snapshot``, ``snapjob``, ``snapcols``: the whole state, written by compaction; see
   :mod:`hpcqueue.journal.snapshot`
 - ``note``: a line for people (``msg``), e.g. the journal could be written again; no change
@@ -31,7 +34,7 @@ from functools import partial
 from hpcqueue.autoalloc.book import AllocBook
 from hpcqueue.jobs import Job
 from hpcqueue.journal import snapshot
-from hpcqueue.model import RUNNING, WorkerState
+from hpcqueue.model import FAILED, RUNNING, WorkerState
 
 
 @dataclass
@@ -85,6 +88,10 @@ class ServerState:
         self.just_done: list[Job] = []
         #: (worker id, job id, index) of running tasks canceled in the last apply
         self.to_kill: list[tuple[int, int, int]] = []
+        #: (job id, index) of tasks that failed for good (no retry left) in the last apply;
+        #: None (the default, and in a replay): not collected.  The server sets a list and
+        #: drains it, to tell clients of failures as they happen.
+        self.just_failed: list[tuple[int, int]] | None = None
         #: allocation queues and allocations (events aq_* and alloc_*)
         self.alloc = AllocBook()
         self._handlers = {name[4:]: getattr(self, name) for name in dir(self)
@@ -144,9 +151,27 @@ class ServerState:
         self.next_worker_id = max(self.next_worker_id, ev["worker"])
 
     def _on_job(self, ev: dict) -> None:
-        job = Job(ev["id"], ev["spec"], ev["t"])
+        spec = ev["spec"]
+        if spec.get("open"):
+            # an open job grows its entries and ids: its own copies, not the event's
+            spec = {**spec, "entries": list(spec["entries"]), "ids": list(spec["ids"])}
+        job = Job(ev["id"], spec, ev["t"])
         self._add_job(job)
         self._update_ready(job)
+        self._maybe_done(job, ev["t"])
+
+    def _on_append(self, ev: dict) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is None or not job.open:  # (a journal pruned of the job: nothing to grow)
+            return
+        job.append(ev["entries"])
+        self._update_ready(job)
+
+    def _on_close(self, ev: dict) -> None:
+        job = self.jobs.get(ev["id"])
+        if job is None or not job.open:
+            return
+        job.open = False
         self._maybe_done(job, ev["t"])
 
     def _on_worker(self, ev: dict) -> None:
@@ -179,6 +204,8 @@ class ServerState:
             job = self.jobs.get(job_id)
             if job is not None and job.state is not None and job.state[i] == RUNNING:
                 job.put_back(i, crash)
+                if self.just_failed is not None and job.state[i] == FAILED:
+                    self.just_failed.append((job_id, i))
                 touched.add(job)
         w.tasks.clear()
         w.used_cpus = 0
@@ -240,6 +267,8 @@ class ServerState:
                     w.used_res[name] -= count
             w.finished += 1
             job.finish(i, code, t0, t1, msg)
+            if self.just_failed is not None and job.state[i] == FAILED:
+                self.just_failed.append((job_id, i))
             counts = job.counts  # waiting, running, ...
             if counts[0] and job_id not in self.ready:
                 self._update_ready(job)
@@ -258,6 +287,8 @@ class ServerState:
             for i in tasks[k + 1]:
                 if job.state is not None and job.state[i] == RUNNING and self._release(w, job, i):
                     job.put_back(i, crashed=False)
+                    if self.just_failed is not None and job.state[i] == FAILED:
+                        self.just_failed.append((job.id, i))
             self._update_ready(job)
             self._maybe_done(job, ev["t"])
 

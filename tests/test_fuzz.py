@@ -158,6 +158,9 @@ LINES_SPEC = dict(SPEC, name="lines", kind="lines", cmd=None, shell=True,
                   ids=[[0, 2, 1]], entries=["echo a", "echo b", "exit 3"], max_retries=0)
 GPU_SPEC = dict(SPEC, name="gpu", ids=[[0, 99, 3], [200, 200, 1]], res={"gpus": 1},
                 priority=5, time_request=30)
+#: `submit --each-line -` from a pipe: an open job that grows (job 4 of the server below)
+OPEN_SPEC = dict(LINES_SPEC, name="stream", ids=[[0, 1, 1]], entries=["echo 1", "exit 2"],
+                 open=True)
 PARAMS = QueueParams(scheduler="slurm", time_limit=3600.0, name="q1", partition="cpu",
                      cpus=4, gpus=1, mem="4G", env={"A": "1"}, modules=["gcc"],
                      extra_args=["--exclusive"]).to_dict()
@@ -185,7 +188,7 @@ class Server:
         self.run(HANDLERS["alloc_add"](core, {"params": PARAMS, "dry_run": False}))
         core.record({"e": "alloc_new", "queue": 1, "id": "1.1", "job_id": "100",
                      "dir": str(server_dir / "1.1"), "workers": 1, "t": time.time()})
-        for spec in (SPEC, LINES_SPEC, GPU_SPEC):
+        for spec in (SPEC, LINES_SPEC, GPU_SPEC, OPEN_SPEC):
             core.submit(check_spec(spec))
         for wid in (1, 2):
             core.live[wid] = self.peer()
@@ -248,7 +251,8 @@ def observable(state: ServerState):
         jobs[job_id] = (repr(j.spec), j.n, j.cursor, list(j.counts), columns, dict(j.errors),
                         j.canceled, j.submitted, repr(j.ended), j.cpus, j.res, j.priority,
                         repr(j.time_request), j.crash_limit, j.max_retries,
-                        repr(j.mean_runtime), requeued)
+                        repr(j.mean_runtime), requeued, j.open, repr(j.ids.ranges),
+                        repr(j.entries))
     workers = {w.id: (repr(w.info), w.connected, w.state, w.ended, w.reason, w.cpus, w.res,
                       w.used_cpus, w.used_res, sorted(w.tasks), repr(w.deadline), w.finished)
                for w in state.workers.values()}
@@ -310,7 +314,11 @@ def assert_sane(state: ServerState):
 # ------------------------------------------------------------------ requests
 
 VALID = {
-    "submit": [{"spec": SPEC}, {"spec": LINES_SPEC}, {"spec": GPU_SPEC}],
+    "submit": [{"spec": SPEC}, {"spec": LINES_SPEC}, {"spec": GPU_SPEC}, {"spec": OPEN_SPEC},
+               {"spec": dict(OPEN_SPEC, ids=[], entries=[])}],
+    "append": [{"job": 4, "entries": ["echo 3", "echo 4"]}, {"job": 4, "entries": []},
+               {"job": "last", "entries": ["x"]}],
+    "close": [{"job": 4}, {"job": 1}],
     "jobs": [{"filter": ["running", "waiting"]}, {}],
     "job_info": [{"job": 1}, {"job": "last"}],
     "cancel": [{"jobs": [1, 3]}, {"jobs": "all"}, {"jobs": 2}],
@@ -624,3 +632,67 @@ def test_malformed_worker_messages_drop_only_that_worker(server, message):
 def test_malformed_hellos_are_refused(server, info):
     with pytest.raises(ProtocolError):
         worker_side._check_info(wire(info))
+
+
+# ------------------------------------------------------------------ open jobs
+
+
+@pytest.mark.parametrize("request_,field", [
+    ({"op": "append", "job": 4, "entries": "echo 3"}, "entries"),
+    ({"op": "append", "job": 4, "entries": ["a\0b"]}, "entries"),
+    ({"op": "append", "job": 4, "entries": [3]}, "entries"),
+    ({"op": "append", "job": [4], "entries": ["a"]}, "job"),
+    ({"op": "close", "job": True}, "job"),
+    ({"op": "submit", "spec": dict(OPEN_SPEC, open="yes")}, "open"),
+    ({"op": "submit", "spec": dict(OPEN_SPEC, ids=[[1, 2, 1]])}, "ids"),
+    ({"op": "submit", "spec": dict(OPEN_SPEC, ids=[[0, 2, 2]], entries=["a", "b"])}, "ids"),
+    ({"op": "submit", "spec": dict(SPEC, open=True)}, "entries"),
+    ({"op": "submit", "spec": dict(OPEN_SPEC, ids=[])}, "entries"),
+])
+def test_malformed_open_job_requests_are_refused_by_name(server, request_, field):
+    refused(server, request_, field)
+    assert_replays(server)
+
+
+def refusal(server, request) -> str:
+    reply, error = handle(server, wire(request))
+    assert isinstance(error, RequestError), (request, reply)
+    return str(error)
+
+
+def test_append_to_a_job_that_is_not_open_is_refused(server):
+    assert "job 1 takes no more tasks: it was not submitted open" in refusal(
+        server, {"op": "append", "job": 1, "entries": ["x"]})
+    handle(server, {"op": "close", "job": 4})
+    assert "job 4 takes no more tasks: it was closed" in refusal(
+        server, {"op": "append", "job": 4, "entries": ["x"]})
+    reply, _ = handle(server, {"op": "close", "job": 4})
+    assert reply["closed"] is False
+
+
+def test_cancel_closes_an_open_job(server):
+    handle(server, {"op": "cancel", "jobs": [4]})
+    assert "job 4 takes no more tasks: it was canceled" in refusal(
+        server, {"op": "append", "job": 4, "entries": ["x"]})
+    assert server.core.state.jobs[4].done
+    assert_replays(server)
+
+
+def test_append_beyond_the_tasks_a_job_holds_is_refused(server, monkeypatch):
+    from hpcqueue.server import handlers
+
+    monkeypatch.setattr(handlers, "MAX_TASKS_PER_JOB", 5)
+    reply, _ = handle(server, {"op": "append", "job": 4, "entries": ["a", "b", "c"]})
+    assert reply == {"job": 4, "tasks": 5, "first": 2}
+    assert "at most 5 tasks" in refusal(server, {"op": "append", "job": 4, "entries": ["d"]})
+    assert_replays(server)
+
+
+def test_an_open_job_grows_and_ends_when_closed(server):
+    job = server.core.state.jobs[4]
+    reply, _ = handle(server, wire({"op": "append", "job": 4, "entries": ["echo 3"]}))
+    assert reply["first"] == 2 and job.n == 3 and job.entries[2] == "echo 3"
+    assert not job.done
+    reply, _ = handle(server, {"op": "close", "job": 4})
+    assert reply["closed"] is True and not job.open
+    assert_replays(server)

@@ -181,6 +181,31 @@ class History:
                         entries=[f"echo line {i}" for i in range(n)])
         self.record(e="job", id=self.live.next_job_id, spec=spec)
 
+    def _open_jobs(self):
+        return [j for j in self.live.jobs.values() if j.open]
+
+    def do_open(self, a, b, c):
+        """`submit --each-line -` from a pipe: an open job, with 0 to 3 entries so far."""
+        n = a % 4
+        spec = {"name": f"stream{a}", "kind": "lines", "cmd": None, "shell": True,
+                "ids": [[0, n - 1, 1]] if n else [], "entries": [f"echo {i}" for i in range(n)],
+                "cpus": 1, "res": {}, "priority": b % 4 - 1, "max_retries": c % 2,
+                "crash_limit": 2, "time_limit": None, "time_request": None, "stdout": "none",
+                "stderr": "none", "cwd": None, "env": {}, "submit_dir": "/home/u", "open": True}
+        self.record(e="job", id=self.live.next_job_id, spec=spec)
+
+    def do_append(self, a, b, c):
+        jobs = self._open_jobs()
+        if jobs:
+            job = jobs[a % len(jobs)]
+            self.record(e="append", id=job.id,
+                        entries=[f"echo more {job.n + k}" for k in range(1 + b % 5)])
+
+    def do_close(self, a, b, c):
+        jobs = self._open_jobs()
+        if jobs:
+            self.record(e="close", id=jobs[a % len(jobs)].id)
+
     def do_connect(self, a, b, c):
         info = {"hostname": f"node{a % 5}", "pid": 4000 + a, "cpus": 1 + a % 4,
                 "version": "0.1.0"}
@@ -348,15 +373,19 @@ def check_round_trip(events: list[dict], cut: int, chunk_tasks: int) -> None:
     assert_same(replayed, loaded)
     # the same state dumps to the same bytes: order (errors, jobs, allocations) included
     assert packed(snapshot_of(loaded, chunk_tasks)) == packed(snap)
+    for s in (replayed, loaded):
+        s.just_failed = []  # as a live server collects them: the same failures either way
     for ev in after:
         replayed.apply(ev)
         loaded.apply(ev)
         # (just_done is in the order of a set of jobs: not state, and not the same order)
         assert sorted(j.id for j in loaded.just_done) == sorted(j.id for j in replayed.just_done)
         assert loaded.to_kill == replayed.to_kill
+        assert sorted(loaded.just_failed) == sorted(replayed.just_failed)
         for s in (replayed, loaded):
             s.just_done.clear()
             s.to_kill.clear()
+            s.just_failed.clear()
     assert_same(replayed, loaded)
 
 
@@ -397,7 +426,10 @@ RICH = [
     ("connect", 3, 1, 1),     # 4 cpus, gpus, from an allocation
     ("connect", 1, 0, 0),
     ("dispatch", 0, 0, 0), ("results", 0, 3, 0), ("results", 1, 3, 1),
-    ("dispatch", 0, 0, 0), ("back", 0, 1, 0), ("stale", 0, 3, 1),
+    ("open", 2, 3, 0),        # an open job of 2 entries (priority 2: it runs at once)
+    ("dispatch", 0, 0, 0),
+    ("append", 0, 4, 0),      # 5 more tasks for the open job: its columns grow
+    ("back", 0, 1, 0), ("stale", 0, 3, 1),
     ("gone", 0, 0, 0),        # crash: its tasks are requeued with a crash
     ("connect", 2, 0, 1), ("dispatch", 0, 0, 0), ("results", 0, 3, 2),
     ("cancel", 3, 0, 0), ("alloc_state", 1, 2, 0), ("alloc_failed", 0, 1, 0),
@@ -406,6 +438,10 @@ RICH = [
     ("aq_pause", 0, 1, 0), ("aq_resume", 0, 0, 0), ("alloc_new", 0, 0, 0),
     ("alloc_state", 2, 0, 0), ("alloc_state", 2, 1, 0), ("aq_remove", 0, 0, 0), ("submit", 1, 0, 0),
     ("connect", 3, 0, 0), ("dispatch", 0, 0, 0),
+    ("open", 0, 0, 0),        # open with no task yet: not done
+    ("close", 0, 0, 0),       # the first open job takes no more
+    ("append", 0, 1, 0),      # the second gets two tasks, and stays open
+    ("dispatch", 0, 0, 0), ("results", 0, 3, 1),
 ]
 
 
@@ -422,6 +458,20 @@ def test_rich_history_covers_what_it_should():
     assert any(a.workers for a in live.alloc.by_id.values())
     assert any(a.live_workers for a in live.alloc.by_id.values())
     assert {a.state.value for a in live.alloc.by_id.values()} >= {"running", "finished"}
+    opened = [j for j in jobs if j.spec.get("open")]
+    assert any(j.open for j in opened) and any(not j.open for j in opened)
+    assert all(j.spec["ids"] == [[0, j.n - 1, 1]] and len(j.entries) == j.n for j in opened)
+    assert all(j.ended is None for j in opened if j.open)
+    # an append to a job whose columns were allocated: they grew in place
+    started = set()
+    for ev in history(RICH).events:
+        if ev["e"] == "start":
+            started.update(ev["tasks"][0::2])
+        elif ev["e"] == "append":
+            assert ev["id"] in started
+            break
+    else:
+        raise AssertionError("RICH appends to no started job")
 
 
 def test_a_lost_worker_requeues_in_the_same_order_after_a_snapshot():
@@ -514,7 +564,8 @@ def test_every_attribute_is_carried_or_derived():
     assert set(vars(AllocBook())) == BOOK_APART | {"next_queue_id"}
     assert set(vars(ServerState())) == STATE_APART | {
         "next_job_id", "next_worker_id", "just_done", "to_kill",
-        "unique"}  # derived: rebuilt from the specs of unfinished jobs
+        "unique",  # derived: rebuilt from the specs of unfinished jobs
+        "just_failed"}  # a per-apply output, like just_done
 
 
 def test_a_snapshot_replaces_whatever_was_there():

@@ -190,3 +190,123 @@ def test_values_beyond_the_columns_in_an_old_journal_do_not_stop_a_restart():
     assert job.max_retries == 255 and job.crash_limit == 255
     assert job.state[0] == FAILED and job.retries[0] == 255
     assert job.exit[1] == 2**31 - 1 and job.state[1] == WAITING  # a retry
+
+
+# ------------------------------------------------------------------ open jobs (streaming)
+
+
+def open_spec(entries=(), **kw):
+    entries = list(entries)
+    s = {"cmd": None, "shell": True, "ids": [[0, len(entries) - 1, 1]] if entries else [],
+         "entries": entries, "cpus": 1, "open": True}
+    s.update(kw)
+    return s
+
+
+def test_an_open_job_is_not_done_until_it_is_closed():
+    rec = Recorder()
+    st = rec(e="job", id=1, spec=open_spec())
+    job = st.jobs[1]
+    assert job.n == 0 and job.open and not job.done and job.ended is None
+    assert job.job_state() is JobState.WAITING and 1 not in st.ready and not st.just_done
+    rec(e="append", id=1, entries=["echo a", "echo b"])
+    assert job.n == 2 and job.waiting == 2 and 1 in st.ready
+    assert list(job.ids) == [0, 1] and job.entries == ["echo a", "echo b"]
+    rec(e="worker", id=1, info={"cpus": 2})
+    rec(e="start", w=1, tasks=[1, [0, 1]])
+    rec(e="done", w=1, r=[[1, 0, 0, 0, 1.0, 2.0, None], [1, 1, 0, 0, 1.0, 2.0, None]])
+    # every task has ended, but more may come: still not done
+    assert not job.done and job.ended is None and not st.just_done
+    assert job.job_state() is JobState.RUNNING and job.summary()["open"] is True
+    rec(e="close", id=1, t=7.0)
+    assert job.done and job.ended == 7.0 and st.just_done == [job]
+    assert job.job_state() is JobState.FINISHED and job.summary()["open"] is False
+    # a second close, or an append after it (neither is sent: the server refuses them)
+    rec(e="close", id=1)
+    rec(e="append", id=1, entries=["echo c"])
+    assert job.n == 2
+
+
+def test_append_grows_the_columns_in_place_and_the_new_tasks_wait():
+    rec = Recorder()
+    rec(e="job", id=1, spec=open_spec(["a", "b", "c"]))
+    rec(e="worker", id=1, info={"cpus": 1})
+    st = rec(e="start", w=1, tasks=[1, [0]])
+    job = st.jobs[1]
+    state, t0 = job.state, job.t0
+    rec(e="append", id=1, entries=[f"x{i}" for i in range(1000)])
+    assert job.state is state and job.t0 is t0  # the same columns, longer
+    for name in ("state", "starts", "crashes", "retries", "exit", "worker", "t0", "t1"):
+        assert len(getattr(job, name)) == 1003, name
+    assert job.counts == [1002, 1, 0, 0, 0] and job.state[0] == RUNNING
+    assert job.spec["ids"] == [[0, 1002, 1]] and job.ids.id_at(1002) == 1002
+    assert job.task_row(1002)["entry"] == "x999" and job.task_row(1002)["state"] == "waiting"
+    assert job.take(3) == [1, 2, 3]
+
+
+def test_apply_leaves_the_events_as_they_were():
+    """An open job grows its own copies of entries and ids, not those of the `job` event
+    (which a journal, a stream or a test may still hold)."""
+    rec = Recorder()
+    rec(e="job", id=1, spec=open_spec(["a"]))
+    rec(e="append", id=1, entries=["b", "c"])
+    assert rec.events[0]["spec"]["entries"] == ["a"]
+    assert rec.events[0]["spec"]["ids"] == [[0, 0, 1]]
+    assert restore(rec.events).jobs[1].entries == ["a", "b", "c"]
+
+
+def test_cancel_closes_an_open_job():
+    rec = Recorder()
+    rec(e="job", id=1, spec=open_spec(["a", "b"]))
+    rec(e="worker", id=1, info={"cpus": 1})
+    rec(e="start", w=1, tasks=[1, [0]])
+    st = rec(e="cancel", ids=[1])
+    job = st.jobs[1]
+    assert not job.open and job.done and job.counts[CANCELED] == 2
+    assert st.to_kill == [(1, 1, 0)]
+
+
+def test_an_open_job_with_no_task_canceled_ends():
+    rec = Recorder()
+    st = rec(e="job", id=1, spec=open_spec())
+    st = rec(e="cancel", ids=[1], t=3.0)
+    assert st.jobs[1].done and st.jobs[1].ended == 3.0 and not st.jobs[1].open
+
+
+def test_replay_of_appends_and_closes_reaches_the_same_state():
+    rec = Recorder()
+    rec(e="job", id=1, spec=open_spec(["a"], max_retries=1))
+    rec(e="worker", id=1, info={"cpus": 2})
+    live = rec.state
+    for round_ in range(12):
+        rec(e="append", id=1, entries=[f"line {round_} {k}" for k in range(round_ % 3)])
+        for w, picked in dispatch.plan(live.ready_jobs(), [live.workers[1]], 1.0):
+            rec(e="start", w=w.id, tasks=picked)
+        rows = [[j, i, live.jobs[j].instance(i), (i + round_) % 2, 1.0, 2.0, None]
+                for j, i in sorted(live.workers[1].tasks)[:1]]
+        rec(e="done", w=1, r=rows)
+    rec(e="close", id=1)
+    replayed = restore(rec.events)
+    job, other = live.jobs[1], replayed.jobs[1]
+    assert (other.n, other.entries, other.spec, other.open) == (job.n, job.entries, job.spec,
+                                                                job.open)
+    assert other.counts == job.counts and bytes(other.state) == bytes(job.state)
+    assert other.cursor == job.cursor and list(other.requeued) == list(job.requeued)
+
+
+def test_final_failures_are_collected_only_when_asked_and_not_retries():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(2, max_retries=1, crash_limit=1))
+    rec(e="worker", id=1, info={"cpus": 2})
+    st = rec(e="start", w=1, tasks=[1, [0, 1]])
+    assert st.just_failed is None  # a replay collects nothing
+    st.just_failed = []
+    rec(e="done", w=1, r=[[1, 0, 0, 3, 1.0, 2.0, "exit code 3"]])
+    assert st.just_failed == []  # retried: not final
+    rec(e="start", w=1, tasks=[1, [0]])
+    rec(e="done", w=1, r=[[1, 0, 1, 3, 1.0, 2.0, "exit code 3"]])
+    assert st.just_failed == [(1, 0)]
+    rec(e="done", w=1, r=[[1, 0, 1, 3, 1.0, 2.0, "exit code 3"]])  # a duplicate: ignored
+    assert st.just_failed == [(1, 0)]
+    rec(e="wgone", id=1, reason="lost", crash=True)  # task 1: crash limit 1
+    assert st.just_failed == [(1, 0), (1, 1)]

@@ -19,7 +19,7 @@ TASK_STATES = [s.value for s in TaskState]
 @click.group()
 @server_dir_option
 def job():
-    """List, inspect, wait for and cancel jobs."""
+    """List, inspect, wait for, close and cancel jobs."""
 
 
 @job.command("list")
@@ -35,9 +35,14 @@ def job_list(ctx, filters, output):
         return print_json(rows)
     print_table(
         ["ID", "NAME", "STATE", "TASKS", "WAITING", "RUNNING", "FINISHED", "FAILED", "CANCELED"],
-        [[j["id"], j["name"], j["state"], j["tasks"], j["waiting"], j["running"],
+        [[j["id"], j["name"], _state(j), j["tasks"], j["waiting"], j["running"],
           j["finished"], j["failed"], j["canceled"]] for j in rows],
     )
+
+
+def _state(j: dict) -> str:
+    """A job's state, and `open` while it takes more tasks (`submit --each-line -`)."""
+    return f"{j['state']}+open" if j.get("open") else j["state"]
 
 
 @job.command("info")
@@ -55,7 +60,10 @@ def job_info(ctx, job_id, output):
     cmd = " ".join(spec.get("cmd") or []) or "(each line is a shell command)"
     runtime = (j["ended"] or 0) - j["submitted"] if j["ended"] else None
     print_fields([
-        ("id", j["id"]), ("name", j["name"]), ("state", j["state"]), ("command", cmd),
+        ("id", j["id"]), ("name", j["name"]), ("state", j["state"]),
+        ("open", f"yes: it takes more tasks until closed (`hpcqueue job close {j['id']}`)"
+         if j.get("open") else "no"),
+        ("command", cmd),
         ("task ids", j["array"]), ("tasks", j["tasks"]),
         ("waiting", j["waiting"]), ("running", j["running"]), ("finished", j["finished"]),
         ("failed", j["failed"]), ("canceled", j["canceled"]),
@@ -104,6 +112,22 @@ def job_cancel(ctx, job_id):
         click.echo(f"canceled job(s) {' '.join(map(str, ids))}")
     else:
         click.echo("nothing to cancel: the job has ended")
+
+
+@job.command("close")
+@server_dir_option
+@click.argument("job_id", type=JobRef())
+@click.pass_context
+def job_close(ctx, job_id):
+    """Close an open job: it takes no more tasks, and ends when those it has have ended.
+
+    A job is open while `submit --each-line -` streams lines into it; if that submit
+    went away before the end of its input, this ends the job."""
+    reply = request(ctx, "close", job=job_id)
+    if reply["closed"]:
+        click.echo(f"job {reply['job']} closed: {reply['tasks']} task(s)")
+    else:
+        click.echo(f"job {reply['job']} is not open: nothing to close")
 
 
 @job.command("cat")

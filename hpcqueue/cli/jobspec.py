@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 import click
 
@@ -83,6 +84,60 @@ def task_options(fn):
     return fn
 
 
+#: `submit --each-line -` from a pipe sends its lines in bundles: every N lines, or DUR after
+#: the first line not yet sent, whichever comes first (hypershell's -b and -w)
+DEFAULT_BUNDLE_SIZE = 100  # lines: a request per 100 tasks keeps a fast producer cheap
+DEFAULT_BUNDLE_WAIT = 1.0  # seconds: a slow producer's line runs about a second after it
+
+
+def stream_options(fn):
+    """`submit`'s options for reading tasks from stdin as they come."""
+    options = [
+        click.option("-b", "--bundle-size", type=click.IntRange(min=1), metavar="N",
+                     help=f"With --each-line -: send the lines in bundles of N (default "
+                          f"{DEFAULT_BUNDLE_SIZE}) ..."),
+        click.option("-w", "--bundle-wait", type=DURATION, metavar="DUR",
+                     help=f"... or DUR after the first unsent line, whichever comes first "
+                          f"(default {DEFAULT_BUNDLE_WAIT:g}s)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@dataclass(frozen=True)
+class Bundling:
+    """How `submit` sends the lines of stdin: `size` lines, or after `wait` seconds."""
+
+    size: int = DEFAULT_BUNDLE_SIZE
+    wait: float = DEFAULT_BUNDLE_WAIT
+
+
+def bundling(opts: dict, stdin_is_file: bool) -> Bundling | None:
+    """Whether `submit` streams stdin (and how), or submits all its tasks at once (None).
+
+    `--each-line -` streams when stdin is not a regular file (a pipe, a terminal), or when
+    --bundle-size or --bundle-wait is given; a file is read whole, as before."""
+    given = [name for name, key in (("--bundle-size", "bundle_size"),
+                                    ("--bundle-wait", "bundle_wait"))
+             if opts.get(key) is not None]
+    if opts.get("each_line") != "-":
+        if given:
+            raise UsageError(f"{given[0]} needs --each-line -: it bundles the lines read "
+                             "from stdin")
+        return None
+    if not given and stdin_is_file:
+        return None
+    size, wait = opts.get("bundle_size"), opts.get("bundle_wait")
+    return Bundling(DEFAULT_BUNDLE_SIZE if size is None else size,
+                    DEFAULT_BUNDLE_WAIT if wait is None else wait)
+
+
+def task_line(line: str, shell: bool) -> bool:
+    """Whether a line of --each-line is a task: not blank, nor a comment of shell lines."""
+    return bool(line.strip()) and not (shell and line.lstrip().startswith("#"))
+
+
 def _read_lines(path: str) -> list[str]:
     try:
         if path == "-":
@@ -114,8 +169,11 @@ def _read_json(path: str) -> list[str]:
     return [json.dumps(x) for x in data]
 
 
-def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None = None) -> dict:
-    """A job spec from the parsed options; raises UsageError for bad combinations."""
+def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None = None,
+               stream: bool = False) -> dict:
+    """A job spec from the parsed options; raises UsageError for bad combinations.
+
+    STREAM: `--each-line -` is read later, as it comes: an open job with no task yet."""
     sources = [k for k in ("array", "each_line", "from_json") if opts.get(k)]
     if len(sources) > 1:
         names = " and ".join("--" + s.replace("_", "-") for s in sources)
@@ -129,20 +187,19 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
         kind = "array"
     elif opts.get("each_line") or opts.get("from_json"):
         if opts.get("each_line"):
-            entries = _read_lines(opts["each_line"])
-            kind = "lines"
             shell = not cmd
-            if shell:
-                entries = [e for e in entries if not e.lstrip().startswith("#")]
+            entries = [] if stream else [e for e in _read_lines(opts["each_line"])
+                                         if task_line(e, shell)]
+            kind = "lines"
         else:
             entries = _read_json(opts["from_json"])
             kind = "json"
-        if not entries:
+        if not entries and not stream:
             src = opts.get("each_line") or opts.get("from_json")
             raise UsageError(f"{src!r} holds no tasks: it is empty")
         if len(entries) > MAX_TASKS_PER_JOB:
             raise UsageError(f"too many tasks ({len(entries):,}); split the file")
-        ranges = [[0, len(entries) - 1, 1]]
+        ranges = [[0, len(entries) - 1, 1]] if entries else []
     else:
         ranges = [[0, 0, 1]]
         kind = "single"
@@ -179,4 +236,6 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
         "env": parse_env(opts.get("env") or ()),
         "submit_dir": submit_dir,
     }
+    if stream:
+        spec["open"] = True
     return spec

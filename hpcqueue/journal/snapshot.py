@@ -20,8 +20,10 @@ Events:
   100,000,000 tasks takes six.
 
 A job's spec travels as its ``job`` event carried it, so a ``snapjob`` is no bigger than
-that event was.  Caches that are not journaled (an allocation queue's recent decisions)
-come back empty, and so do the per-apply outputs ``just_done`` and ``to_kill``.
+that event was; an open job's spec holds the entries and ids its ``append`` events added
+(see :meth:`~hpcqueue.jobs.Job.append`), and ``open`` says whether it still takes more.
+Caches that are not journaled (an allocation queue's recent decisions) come back empty, and
+so do the per-apply outputs ``just_done``, ``to_kill`` and ``just_failed``.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def _job_dict(job: Job, chunks: int) -> dict:
         "ended": job.ended, "cursor": job.cursor, "requeued": list(job.requeued),
         "counts": list(job.counts), "errors": [[i, msg] for i, msg in job.errors.items()],
         "canceled": job.canceled, "mean_runtime": job.mean_runtime, "chunks": chunks,
+        "open": job.open,
     }
 
 
@@ -175,6 +178,8 @@ def _load_snapshot(state: ServerState, ev: dict) -> None:
     state._ready_order = None
     state.just_done.clear()
     state.to_kill.clear()
+    if state.just_failed is not None:
+        state.just_failed.clear()
     state.next_job_id = ev["next_job_id"]
     state.next_worker_id = ev["next_worker_id"]
     state.workers.clear()
@@ -219,7 +224,12 @@ def _load_book(book: AllocBook, data: dict) -> None:
 
 
 def _load_job(state: ServerState, ev: dict) -> None:
-    job = Job(ev["id"], ev["spec"], ev["submitted"])
+    spec = ev["spec"]
+    is_open = ev.get("open", False)  # (snapshots written before open jobs do not say)
+    if is_open:  # it grows its entries and ids: its own copies, not the event's
+        spec = {**spec, "entries": list(spec["entries"]), "ids": list(spec["ids"])}
+    job = Job(ev["id"], spec, ev["submitted"])
+    job.open = is_open
     job.ended = ev["ended"]
     job.cursor = ev["cursor"]
     job.requeued = deque(ev["requeued"])

@@ -76,6 +76,9 @@ class Core:
         #: facts that happened while the journal was down, to record when it is back
         self.held: list[dict] = []
         self.streams: list = []  # callbacks that see every recorded event
+        #: callbacks told of tasks that failed for good, [(job id, index), ...] per event
+        self.failure_watchers: list = []
+        state.just_failed = []  # collected by apply, drained in _effects
         self.compacted_size = 0  # bytes of the journal right after its last compaction
 
     # ------------------------------------------------------------- events
@@ -154,6 +157,10 @@ class Core:
 
     def _effects(self, event: dict) -> None:
         state = self.state
+        if state.just_failed:  # before just_done: a waiter hears of failures, then the end
+            failed, state.just_failed = state.just_failed, []
+            for watch in self.failure_watchers:
+                watch(failed)
         if state.just_done:
             done, state.just_done = state.just_done, []
             self._jobs_done(done)

@@ -180,15 +180,24 @@ def check_spec(spec) -> dict:
     shell = get("shell", False)
     if not isinstance(shell, bool):
         raise RequestError(f"'shell' must be true or false, not {brief(shell)}")
-    ids, total = _ranges(spec.get("ids"))
+    is_open = check_flag(spec, "open")
+    if is_open and spec.get("ids") == []:  # an open job may start with no task
+        ids, total = [], 0
+    else:
+        ids, total = _ranges(spec.get("ids"))
     entries = get("entries")
     if entries is not None:
-        if not (isinstance(entries, list) and all(
-                isinstance(e, str) and "\0" not in e for e in entries)):
-            raise RequestError("'entries' must be a list of strings (without NUL characters)")
+        _check_entries(entries)
         if len(entries) != total:
             raise RequestError(f"'entries' has {len(entries):,} items and 'ids' {total:,} "
                                "tasks: they must be as many")
+    if is_open:
+        if entries is None:
+            raise RequestError("an open job ('open': true) needs 'entries' (maybe []): the "
+                               "tasks added later are entries too")
+        if ids and ids != [[0, total - 1, 1]]:
+            raise RequestError(f"'ids' of an open job must be [[0, {total - 1}, 1]] (or [] "
+                               "with no entries): the tasks added later take the next ids")
     if not cmd and not shell:
         raise RequestError("a job needs a command: give it after --, or use --each-line")
     if not cmd and entries is None:
@@ -211,7 +220,7 @@ def check_spec(spec) -> dict:
     cwd = _path_pattern(spec.get("cwd"), "cwd")
     if cwd and "%{CWD}" in cwd:
         raise RequestError("'cwd' cannot use %{CWD}: it defines it")
-    return {
+    checked = {
         "name": check_str(spec.get("name"), "name", nul_ok=True),
         "kind": check_str(spec.get("kind"), "kind", nul_ok=True),
         "cmd": cmd or None,
@@ -232,6 +241,15 @@ def check_spec(spec) -> dict:
         "submit_dir": check_str(spec.get("submit_dir"), "submit_dir"),
         "unique": _unique_key(spec.get("unique")),
     }
+    if is_open:  # only then: the specs of other jobs stay as they were
+        checked["open"] = True
+    return checked
+
+
+def _check_entries(entries) -> None:
+    if not (isinstance(entries, list) and all(
+            isinstance(e, str) and "\0" not in e for e in entries)):
+        raise RequestError("'entries' must be a list of strings (without NUL characters)")
 
 
 MAX_UNIQUE_KEY = 256  # characters of a --unique key
@@ -255,6 +273,40 @@ def submit(core: Core, req: dict) -> dict:
         return {"job": job.id, "tasks": job.n, "existing": True}
     job = core.submit(spec)
     return {"job": job.id, "tasks": job.n, "existing": False}
+
+
+@handler("append")
+def append(core: Core, req: dict) -> dict:
+    """More tasks for an open job: `entries`, which get the ids after its last."""
+    job = _job(core, req.get("job"))
+    entries = req.get("entries")
+    _check_entries(entries)
+    if not job.open:
+        why = ("it was canceled" if job.canceled else "it was closed" if job.spec.get("open")
+               else "it was not submitted open (`submit --each-line -` reading a pipe is)")
+        raise RequestError(f"job {job.id} takes no more tasks: {why}")
+    if job.n + len(entries) > MAX_TASKS_PER_JOB:
+        raise RequestError(f"a job holds at most {MAX_TASKS_PER_JOB:,} tasks: job {job.id} "
+                           f"has {job.n:,} and {len(entries):,} more do not fit; submit "
+                           "another job")
+    first = job.n
+    if entries:
+        core.record({"e": "append", "id": job.id, "entries": entries, "t": time.time()})
+        # (not in core's event sets, so that they stay as they are: new work is here)
+        core.schedule_dispatch()
+        if core.autoalloc is not None:
+            core.autoalloc.poke()
+    return {"job": job.id, "tasks": job.n, "first": first}
+
+
+@handler("close")
+def close(core: Core, req: dict) -> dict:
+    """An open job takes no more tasks; it ends when those it has have ended."""
+    job = _job(core, req.get("job"))
+    if not job.open:
+        return {"job": job.id, "closed": False}
+    core.record({"e": "close", "id": job.id, "t": time.time()})
+    return {"job": job.id, "closed": True, "tasks": job.n}
 
 
 @handler("jobs")

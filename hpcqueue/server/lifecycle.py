@@ -29,12 +29,13 @@ from hpcqueue.exceptions import (
     RequestError,
     ServerAlreadyRunning,
 )
+from hpcqueue.model import FAILED
 from hpcqueue.protocol import new_key, read_message, server_handshake
 from hpcqueue.server.config import ServerConfig
 from hpcqueue.server.core import Core, Peer
 from hpcqueue.autoalloc import handlers as _alloc_handlers  # noqa: F401 (registers them)
 from hpcqueue.autoalloc.service import AutoAlloc
-from hpcqueue.server.handlers import HANDLERS, _job_ids
+from hpcqueue.server.handlers import HANDLERS, _job_ids, check_flag
 from hpcqueue.server.workers import worker_session
 from hpcqueue.state import ServerState
 
@@ -323,22 +324,31 @@ class Server:
         await peer.writer.drain()
 
     async def _wait(self, peer: Peer, msg: dict) -> None:
+        """Reply when the jobs have ended; meanwhile push progress (``progress``) and the
+        tasks that fail for good (``failures``: those failed so far first, then each as it
+        fails, ``{"failed": [row, ...]}``)."""
         core = self.core
         ids = _job_ids(core, msg.get("jobs", "all"))
+        watch = FailureWatch(core, peer, ids) if check_flag(msg, "failures") else None
         waiter = core.add_waiter(set(ids))
         eof = asyncio.ensure_future(peer.reader.read(1))
         period = float(msg.get("interval") or 0.25) if msg.get("progress") else None
         try:
             while not waiter.event.is_set():
                 ev = asyncio.ensure_future(waiter.event.wait())
-                done, _ = await asyncio.wait({ev, eof}, timeout=period,
+                ends = {ev, eof} if watch is None else {ev, eof, watch.cut}
+                done, _ = await asyncio.wait(ends, timeout=period,
                                              return_when=asyncio.FIRST_COMPLETED)
                 ev.cancel()
                 if eof in done:
                     return  # the client went away
+                if watch is not None and watch.cut in done:
+                    return  # it was told why
                 if period is not None and not waiter.event.is_set():
                     core.send(peer, {"progress": [core.state.jobs[j].summary() for j in ids]})
         finally:
+            if watch is not None:
+                watch.stop()
             core.remove_waiter(waiter)
             eof.cancel()
             try:
@@ -377,6 +387,52 @@ async def _stream_events(core: Core, peer: Peer) -> None:
         core.streams.remove(push)
         eof.cancel()
         cut.cancel()
+
+
+FAILURES_PER_FRAME = 10_000  # rows of failed tasks a message holds at most
+
+
+class FailureWatch:
+    """Tells one client of the tasks of some jobs that fail for good, as the server records
+    them (``Core.failure_watchers``, fed where `apply` marks a task failed); a client that
+    falls too far behind is cut off, as a stream client is."""
+
+    def __init__(self, core: Core, peer: Peer, job_ids: list[int]):
+        self.core, self.peer = core, peer
+        self.jobs = set(job_ids)
+        self.cut = asyncio.get_running_loop().create_future()  # done when cut off
+        jobs = core.state.jobs
+        # the failures so far: a scan of each job, once (none when it has no failure), sent
+        # in frames of FAILURES_PER_FRAME and whatever the buffer holds: a job has so many
+        so_far = [self.row(j, i) for j in job_ids if jobs[j].counts[FAILED]
+                  for i in jobs[j].indexes_in(FAILED)]
+        for k in range(0, len(so_far), FAILURES_PER_FRAME):
+            core.send(peer, {"failed": so_far[k:k + FAILURES_PER_FRAME]})
+        core.failure_watchers.append(self.push)
+
+    def push(self, failed: list[tuple[int, int]]) -> None:
+        if self.cut.done():
+            return
+        rows = [self.row(j, i) for j, i in failed if j in self.jobs]
+        if not rows:
+            return
+        if self.peer.writer.transport.get_write_buffer_size() > STREAM_BUFFER_LIMIT:
+            self.cut.set_result(None)
+            self.core.send(self.peer, {"ok": False, "error": "the report of failed tasks "
+                                       "fell too far behind the server and was cut off; "
+                                       "`hpcqueue job failed ID` lists them all"})
+            return
+        self.core.send(self.peer, {"failed": rows})
+
+    def row(self, job_id: int, i: int) -> dict:
+        job = self.core.state.jobs[job_id]
+        return {"job": job_id, "id": job.ids.id_at(i),
+                "entry": job.entries[i] if job.entries is not None else None,
+                "exit_code": job.exit[i], "error": job.errors.get(i)}
+
+    def stop(self) -> None:
+        if self.push in self.core.failure_watchers:
+            self.core.failure_watchers.remove(self.push)
 
 
 async def _close(writer) -> None:
