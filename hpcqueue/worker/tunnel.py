@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from hpcqueue.exceptions import HpcqueueError, NoServerError, UsageError
 
 log = logging.getLogger("hpcqueue.worker")
-CONNECT_TIMEOUT = 15.0  # seconds for the TCP connection and the SSH banner
+CONNECT_TIMEOUT = 15.0  # seconds for the SSH banner (and 5 more for TCP and negotiation)
 AUTH_TIMEOUT = 30.0
 CHANNEL_TIMEOUT = 30.0  # seconds the SSH host may take to reach the server
 KEEPALIVE = 15  # seconds between SSH keepalives, so that a dead path is noticed
@@ -151,8 +151,10 @@ class Tunnel:
             log.warning("the SSH connection to %s dropped: opening it again", self.spec)
             self.close()
         spec = self.spec
+        # paramiko's negotiation gives up after the connect timeout without saying why:
+        # let the banner's own timeout come first, with its reason
         conn = fabric.Connection(spec.host, user=spec.user, port=spec.port,
-                                 connect_timeout=CONNECT_TIMEOUT,
+                                 connect_timeout=CONNECT_TIMEOUT + 5,
                                  connect_kwargs={"banner_timeout": CONNECT_TIMEOUT,
                                                  "auth_timeout": AUTH_TIMEOUT})
         # fabric accepts any host key by default and never reads known_hosts: check them
@@ -187,6 +189,10 @@ def _open_error(spec: TunnelSpec, e: BaseException) -> HpcqueueError:
 
     if isinstance(e, EOFError):
         e = paramiko.SSHException("the SSH host closed the connection")
+    elif "protocol banner" in str(e):  # paramiko glues the cause on: "banner[Errno 104] ..."
+        cause = str(e).partition("banner")[2].strip()
+        cause = cause.split("] ", 1)[-1] if cause.startswith("[Errno") else cause
+        e = OSError(f"no SSH greeting from the host ({cause or 'timed out'})")
     elif type(e) is paramiko.SSHException and "authentication" in str(e).lower():
         e = paramiko.AuthenticationException(str(e))  # "No authentication methods available"
     error = ssh_error(str(spec), e)
