@@ -96,6 +96,7 @@ def test_the_event_loop_runs_while_ssh_connects(monkeypatch):
         mute.close()
     assert isinstance(error, NoServerError), error
     assert time.monotonic() - started >= 1.5 and ticks >= 20
+    assert "no SSH greeting from the host (timed out)" in str(error)
 
 
 # ------------------------------------------------------------- clear errors
@@ -191,6 +192,14 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def state(pid: int) -> str:
+    """The state letter of a process ("R", "S", "T" stopped, "Z"), "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return ""
+
+
 def kill(pids) -> None:
     for pid in pids:
         try:
@@ -237,16 +246,24 @@ class Sshd:
                  what=f"{self.name}'s connections to end")
 
     def stop(self) -> None:
+        """Stop the listener (so that it accepts nothing more), kill its connections, then
+        let it reap them and end; a connection's process outlives a listener killed first."""
         if self.proc is None:
             return
-        kill(self.connections())  # first, while the listener is there to reap them
-        self.proc.terminate()
+        pid = self.proc.pid
+        if self.proc.poll() is None:
+            os.kill(pid, signal.SIGSTOP)
+            wait_for(lambda: self.proc.poll() is not None or state(pid) in ("T", "Z", ""),
+                     timeout=10, what=f"{self.name} to stop")
+        kill(self.connections())
+        if self.proc.poll() is None:
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
-        kill(self.connections())
         self.proc = None
 
 
@@ -371,7 +388,7 @@ def test_a_worker_behind_ssh_works_through_a_tunnel(net, cluster):
 
     # the sshd is gone for a while: the worker retries until it is back
     net.sshd.stop()
-    wait_for(lambda: "over SSH" in cluster.log("tunnel.log"), timeout=30,
+    wait_for(lambda: "cannot reach the server" in cluster.log("tunnel.log"), timeout=30,
              what="the worker to find the sshd gone")
     assert "retrying" in cluster.log("tunnel.log")
     net.sshd.start()
