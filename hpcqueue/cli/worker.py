@@ -19,6 +19,24 @@ def worker():
     """Start, list and stop workers."""
 
 
+def _tunnel(ctx, param, value):
+    """Check --tunnel [USER@]HOST[:PORT] where it is given (also for deploy-ssh)."""
+    if value is not None:
+        from hpcqueue.exceptions import UsageError
+        from hpcqueue.worker.tunnel import parse_tunnel
+
+        try:
+            parse_tunnel(value)
+        except UsageError as e:
+            raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    return value
+
+
+TUNNEL_HELP = ("Reach the server through an SSH tunnel via HOST, which reaches it at the "
+               "access record's host (or --server-host). Uses ~/.ssh/config, the agent and "
+               "known_hosts; needs hpcqueue[ssh].")
+
+
 def default_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -41,12 +59,13 @@ def default_cpus() -> int:
               help="Read the Slurm/PBS job id and end time from the environment.")
 @click.option("--server-host", help="Reach the server at this host or address instead of "
                                      "the one in its access record (another network).")
+@click.option("--tunnel", metavar="[USER@]HOST[:PORT]", callback=_tunnel, help=TUNNEL_HELP)
 @click.option("--executor", type=click.Choice(["process", "noop"]), default="process",
               hidden=True, help="noop: finish tasks without running them (benchmarks).")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.pass_context
 def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manager,
-          server_host, executor, verbose):
+          server_host, tunnel, executor, verbose):
     """Run a worker in the foreground: by hand, or inside any batch job."""
     import asyncio
 
@@ -59,7 +78,7 @@ def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manage
         server_dir=get_server_dir(ctx), cpus=cpus or default_cpus(),
         res=parse_resources(resources), idle_timeout=idle_timeout, time_limit=time_limit,
         on_server_lost=on_server_lost, executor=executor, handle_signals=True,
-        server_host=server_host,
+        server_host=server_host, tunnel=tunnel,
     )
     if manager == "auto":
         from hpcqueue.worker import batch
@@ -76,9 +95,12 @@ def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manage
 @click.argument("hostfile")
 @click.option("--python", "python", help="Python on the hosts that has hpcqueue (default: "
                                          "this one's path, as on a shared file system).")
+@click.option("--tunnel", metavar="[USER@]HOST[:PORT]", callback=_tunnel,
+              help="Each worker reaches the server through an SSH tunnel via HOST, opened on "
+                   "its own host (with that host's ~/.ssh) by `worker start --tunnel`.")
 @click.argument("worker_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def deploy_ssh(ctx, hostfile, python, worker_args):
+def deploy_ssh(ctx, hostfile, python, tunnel, worker_args):
     """Start a worker on each host of HOSTFILE over SSH (one HOST or HOST:PORT a line).
 
     Options after HOSTFILE are `worker start` options, e.g. `--cpus 8 --idle-timeout 5m`.
@@ -92,6 +114,8 @@ def deploy_ssh(ctx, hostfile, python, worker_args):
     hosts = read_hostfile(hostfile)
     command = [python or sys.executable, "-m", "hpcqueue", "worker", "start",
                "--server-dir", str(get_server_dir(ctx)), *worker_args]
+    if tunnel:
+        command += ["--tunnel", tunnel]
     failed = deploy(hosts, command)
     return 1 if failed else 0
 

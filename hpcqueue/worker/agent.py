@@ -7,7 +7,9 @@ is lost it stops, or with ``--on-server-lost reconnect`` it kills its tasks
 (the server runs them again) and reconnects to whatever server the server
 dir then names, until its time is up.  It reads the access record again at
 every attempt, so a key that no longer matches (the server was restarted and
-wrote a new one) is one more reason to retry, not to give up.
+wrote a new one) is one more reason to retry, not to give up.  With ``--tunnel``
+it connects through an SSH host (hpcqueue/worker/tunnel.py), and each attempt
+opens the SSH connection again if it has dropped.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class WorkerConfig:
     end_time: float | None = None  # epoch seconds, from the batch job
     handle_signals: bool = False  # SIGTERM/SIGINT leave cleanly (a standalone worker)
     server_host: str | None = None  # reach the server here, not at the access record's host
+    tunnel: str | None = None  # [USER@]HOST[:PORT]: reach the server through SSH via HOST
 
 
 class ServerLost(Exception):
@@ -83,6 +86,11 @@ class Worker:
         self._flush_scheduled = False
         self.signalled: str | None = None
         self._signal_event: asyncio.Event | None = None
+        self.tunnel = None
+        if cfg.tunnel:
+            from hpcqueue.worker.tunnel import Tunnel, parse_tunnel
+
+            self.tunnel = Tunnel(parse_tunnel(cfg.tunnel))
 
     def _on_signal(self, sig) -> None:
         # scancel/qdel send SIGTERM: leave with a bye, so tasks go back without a crash
@@ -143,6 +151,8 @@ class Worker:
                     writer.close()
         finally:
             self.runner.shutdown()
+            if self.tunnel is not None:
+                self.tunnel.close()
 
     async def _connect(self):
         record = read_access(self.cfg.server_dir)
@@ -150,19 +160,28 @@ class Worker:
         hosts = candidate_hosts(record)
         if self.cfg.server_host:
             hosts = [self.cfg.server_host] + hosts
+        if self.tunnel is not None:
+            # the address at which the SSH host reaches the server
+            hosts = [self.cfg.server_host or record.host]
         for host in hosts:
             try:
+                if self.tunnel is not None:  # its SSH steps have timeouts of their own
+                    reader, writer = await self.tunnel.open_connection(host, record.port,
+                                                                       limit=1 << 20)
+                    break
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(host, record.port, limit=1 << 20), 30)
                 break
             except (OSError, asyncio.TimeoutError) as e:
                 last = e
         else:
+            where = hosts[0] if self.tunnel is not None else record.host
             raise NoServerError(
                 f"the server in {self.cfg.server_dir} is not reachable at "
-                f"{record.host}:{record.port} ({last}): start one with `hpcqueue server start`")
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                f"{where}:{record.port} ({last}): start one with `hpcqueue server start`")
+        if self.tunnel is None:  # through a tunnel, it is a socket pair
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             session = await asyncio.wait_for(
                 client_handshake(reader, writer, record.key_bytes), 30)
