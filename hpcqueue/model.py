@@ -106,6 +106,35 @@ def format_duration(seconds: float | None) -> str:
     return f"{m}m{s:02d}s"
 
 
+def parse_retry_delay(text: str) -> tuple[float, float]:
+    """(MIN, MAX) seconds from `MIN[:MAX]` (`1s:4s`, `30s`, `10s:10m`): MIN for the first
+    retry, doubling up to MAX; MAX defaults to MIN.  MIN and MAX are durations with units
+    or plain seconds (not the HH:MM:SS form: the colon splits them)."""
+    raw = str(text).strip()
+    parts = raw.split(":")
+    if len(parts) > 2:
+        raise UsageError(f"invalid --retry-delay {text!r}: use MIN or MIN:MAX with units, "
+                         "e.g. 1s:4s or 30s:10m (not HH:MM:SS)")
+    low = parse_duration(parts[0], "--retry-delay MIN")
+    high = parse_duration(parts[1], "--retry-delay MAX") if len(parts) == 2 else low
+    if low <= 0:
+        raise UsageError(f"invalid --retry-delay {text!r}: MIN must be more than 0 "
+                         "(leave the option out for no delay)")
+    if high < low:
+        raise UsageError(f"invalid --retry-delay {text!r}: MAX is less than MIN; write it "
+                         "MIN:MAX, e.g. 1s:4s")
+    if high > MAX_SECONDS:
+        raise UsageError(f"invalid --retry-delay {text!r}: at most {MAX_SECONDS:g} seconds")
+    return low, high
+
+
+def retry_delay(low: float, high: float, retry: int) -> float:
+    """Seconds before retry number RETRY (1 for the first) runs: LOW, doubling up to HIGH."""
+    if retry <= 1:
+        return low
+    return min(high, low * 2.0 ** min(retry - 1, 255))  # retries fit a byte
+
+
 # --------------------------------------------------------------------- resources
 
 #: what `--resource` and `--env` accept as a name (the server checks specs with them too)

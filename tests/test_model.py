@@ -3,7 +3,7 @@ import pytest
 from hpcqueue.exceptions import UsageError
 from hpcqueue.model import (
     IdRanges, check_placeholders, fill_placeholders, parse_array, parse_duration, parse_env,
-    parse_resources,
+    parse_resources, parse_retry_delay, retry_delay,
 )
 
 
@@ -65,3 +65,26 @@ def test_placeholders():
     check_placeholders("%{SUBMIT_DIR}/x", "--stdout")
     with pytest.raises(UsageError, match="unknown placeholder"):
         check_placeholders("%{NOPE}", "--stdout")
+
+
+@pytest.mark.parametrize("text,low,high", [
+    ("1s:4s", 1, 4), ("30s", 30, 30), ("10s:10m", 10, 600), ("2:8", 2, 8),
+    ("500ms:1s", 0.5, 1), (" 1s : 1s ", 1, 1),
+])
+def test_retry_delays(text, low, high):
+    assert parse_retry_delay(text) == (pytest.approx(low), pytest.approx(high))
+
+
+@pytest.mark.parametrize("text,match", [
+    ("4s:1s", "MAX is less than MIN"), ("0s:1s", "more than 0"), ("0", "more than 0"),
+    ("1s:2s:3s", "MIN:MAX"), ("01:30:00", "MIN:MAX"), ("1x", "--retry-delay MIN"),
+    ("1s:", "--retry-delay MAX"), ("1s:40000d", "at most"),
+])
+def test_bad_retry_delays_say_what_to_write(text, match):
+    with pytest.raises(UsageError, match=match):
+        parse_retry_delay(text)
+
+
+def test_retry_delay_doubles_up_to_the_most():
+    assert [retry_delay(1.0, 4.0, n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 4.0, 4.0]
+    assert retry_delay(0.5, 1e9, 255) == 1e9  # no overflow at the last retry a byte counts

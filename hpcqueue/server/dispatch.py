@@ -69,9 +69,9 @@ def plan(jobs: list[Job], workers: list[WorkerRecord], now: float) -> list[tuple
         cpus = w.used_cpus
         used_res = dict(w.used_res)
         for job in jobs:
-            if job.waiting == 0 or not fits_worker(job, w, now):
+            if job.available <= 0 or not fits_worker(job, w, now):
                 continue
-            k = min(room_for(job, w), budget, job.waiting)
+            k = min(room_for(job, w), budget, job.available)
             if k <= 0:
                 continue
             idxs = job.take(k)

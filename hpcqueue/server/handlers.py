@@ -225,6 +225,8 @@ def check_spec(spec) -> dict:
         "crash_limit": check_int(get("crash_limit", 5), "crash_limit", 1, MAX_CRASH_LIMIT),
         "time_limit": check_seconds(spec.get("time_limit"), "time_limit"),
         "time_request": check_seconds(spec.get("time_request"), "time_request"),
+        "retry_delay": _retry_delay(spec.get("retry_delay")),
+        "retry_timeout": _positive_seconds(spec.get("retry_timeout"), "retry_timeout"),
         "stdout": _path_pattern(spec.get("stdout"), "stdout"),
         "stderr": _path_pattern(spec.get("stderr"), "stderr"),
         "cwd": cwd,
@@ -232,6 +234,30 @@ def check_spec(spec) -> dict:
         "submit_dir": check_str(spec.get("submit_dir"), "submit_dir"),
         "unique": _unique_key(spec.get("unique")),
     }
+
+
+def _is_seconds(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value <= MAX_SECONDS)
+
+
+def _positive_seconds(value, name: str) -> float | int | None:
+    """None, or a number of seconds more than 0 and at most MAX_SECONDS."""
+    if value is not None and not _is_seconds(value):
+        raise RequestError(f"{name!r} must be a number of seconds more than 0 and at most "
+                           f"{MAX_SECONDS:g}, not {brief(value)}")
+    return value
+
+
+def _retry_delay(value) -> list | None:
+    """None, or [MIN, MAX] seconds with 0 < MIN <= MAX <= MAX_SECONDS."""
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 2 and all(map(_is_seconds, value))
+            and value[0] <= value[1]):
+        raise RequestError(f"'retry_delay' must be [MIN, MAX] seconds with 0 < MIN <= MAX <= "
+                           f"{MAX_SECONDS:g}, not {brief(value)}")
+    return list(value)
 
 
 MAX_UNIQUE_KEY = 256  # characters of a --unique key
