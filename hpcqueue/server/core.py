@@ -69,9 +69,14 @@ class Waiter:
 
 
 class Core:
-    def __init__(self, state: ServerState, journal=None):
+    def __init__(self, state: ServerState, journal=None, dispatch_policy: str = "first-free"):
+        if dispatch_policy not in dispatch.POLICIES:
+            raise ValueError(f"unknown dispatch policy {dispatch_policy!r}: use one of "
+                             f"{', '.join(dispatch.POLICIES)}")
         self.state = state
         self.journal = journal
+        self.dispatch_policy = dispatch_policy
+        self._plan = dispatch.POLICIES[dispatch_policy]
         self.live: dict[int, Peer] = {}  # worker id -> connection
         self.waiters: list[Waiter] = []
         self._dispatch_scheduled = False
@@ -275,7 +280,11 @@ class Core:
         state = self.state
         workers = [state.workers[wid] for wid in self.live]
         now = time.time()
-        plan = dispatch.plan(state.ready_jobs(), workers, now)
+        plan = self._plan(state.ready_jobs(), workers, now)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("dispatch (%s): %d task(s) to %d of %d worker(s)", self.dispatch_policy,
+                      sum(len(p[k]) for _, p in plan for k in range(1, len(p), 2)), len(plan),
+                      len(workers))
         for n, (w, picked) in enumerate(plan):
             try:
                 self.record({"e": "start", "w": w.id, "tasks": picked, "t": now})
