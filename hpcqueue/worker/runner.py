@@ -88,6 +88,8 @@ class Runner:
         self.timed_out: set[tuple] = set()
         self.pool = ThreadPoolExecutor(max_workers=max(1, cpus), thread_name_prefix="task")
         self.base_env = dict(os.environ)
+        #: the id the server gave this worker at registration ($HPCQUEUE_WORKER_ID)
+        self.worker_id: int | None = None
         self.deadline: float | None = None
         self.on_back = None  # called with tasks that no longer fit the time left
         self.idle_since = time.monotonic()
@@ -231,6 +233,8 @@ class Runner:
         env = job.env.copy()
         env["HPCQUEUE_TASK_ID"] = str(task_id)
         env["HPCQUEUE_INSTANCE_ID"] = str(instance)
+        if self.worker_id is not None:
+            env["HPCQUEUE_WORKER_ID"] = str(self.worker_id)
         if entry is not None:
             env["HPCQUEUE_ENTRY"] = entry
         if job.shell and not job.argv:
