@@ -9,6 +9,8 @@ Vocabulary:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from bisect import bisect_right
 from enum import Enum
@@ -290,8 +292,42 @@ def parse_array(spec: str) -> IdRanges:
 
 # --------------------------------------------------------------------- placeholders
 
-PLACEHOLDERS = ("JOB_ID", "TASK_ID", "INSTANCE_ID", "CWD", "SUBMIT_DIR")
+PLACEHOLDERS = ("JOB_ID", "TASK_ID", "INSTANCE_ID", "CWD", "SUBMIT_DIR", "HASH")
 _PLACEHOLDER = re.compile(r"%\{([A-Z_]+)\}")
+HASH_DIGITS = 12  # hex digits of sha256 in %{HASH}: 48 bits
+
+
+def canonical_json(value) -> str:
+    """VALUE as JSON with sorted keys and no whitespace: the same text for the same value,
+    whatever the order of its keys."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=True)
+
+
+def param_hash(kind: str | None, cmd, task_id: int, entry: str | None) -> str:
+    """%{HASH}: a short, stable hash of one task's parameters (the first HASH_DIGITS hex
+    digits of the sha256 of a UTF-8 text).  The text is:
+
+    - for an element of `--from-json` (kind ``json``): the element's canonical JSON
+      (:func:`canonical_json`), so that the order of keys does not count;
+    - for any other task with an entry (a line of `--each-line`): the entry as it is;
+    - for a task without an entry (`--array`, a single task): the canonical JSON of
+      ``[CMD, TASK_ID]``, e.g. ``[["./sim.sh","-v"],7]``.
+    """
+    if entry is None:
+        text = canonical_json([list(cmd or ()), task_id])
+    elif kind == "json":
+        try:
+            text = canonical_json(json.loads(entry))
+        except ValueError:  # not JSON after all (a client other than ours): as it is
+            text = entry
+    else:
+        text = entry
+    try:
+        data = text.encode("utf-8", "surrogateescape")  # a line read with surrogateescape
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:HASH_DIGITS]
 
 
 def check_placeholders(text: str | None, what: str) -> None:
@@ -304,6 +340,13 @@ def check_placeholders(text: str | None, what: str) -> None:
 
 
 def fill_placeholders(text: str, values: dict) -> str:
+    """TEXT with each known %{NAME} replaced by VALUES[NAME]; a value may be a function of
+    no arguments, called only when TEXT uses it (e.g. HASH, which costs a hash)."""
     if "%{" not in text:
         return text
-    return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), text)
+
+    def one(m):
+        value = values.get(m.group(1), m.group(0))
+        return str(value() if callable(value) else value)
+
+    return _PLACEHOLDER.sub(one, text)

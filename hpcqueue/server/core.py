@@ -317,6 +317,6 @@ def job_def(job: Job) -> dict:
     """What a worker needs to know of a job to run its tasks."""
     spec = job.spec
     return {k: spec.get(k) for k in (
-        "cmd", "shell", "env", "cwd", "stdout", "stderr", "time_limit", "cpus", "res",
+        "kind", "cmd", "shell", "env", "cwd", "stdout", "stderr", "time_limit", "cpus", "res",
         "submit_dir", "time_request",
     )}

@@ -25,6 +25,7 @@ from hpcqueue.model import (
     TaskState,
     check_placeholders,
     fill_placeholders,
+    param_hash,
 )
 from hpcqueue.server.core import Core
 
@@ -364,13 +365,18 @@ def cat(core: Core, req: dict) -> dict:
         raise RequestError(f"job {job.id} did not keep its {stream} (it was {template or 'none'})")
     indexes = range(job.n) if req.get("task") is None else [_task_index(job, req.get("task"))]
     out = []
-    cwd_t = job.spec.get("cwd") or "%{SUBMIT_DIR}"
+    spec = job.spec
+    cwd_t = spec.get("cwd") or "%{SUBMIT_DIR}"
     for i in indexes:
         if job.state is None or job.starts[i] == 0:
             continue
-        values = {"JOB_ID": job.id, "TASK_ID": job.ids.id_at(i),
+        task_id = job.ids.id_at(i)
+        entry = job.entries[i] if job.entries is not None else None
+        values = {"JOB_ID": job.id, "TASK_ID": task_id,
                   "INSTANCE_ID": job.starts[i] - 1,
-                  "SUBMIT_DIR": job.spec.get("submit_dir") or ""}
+                  "SUBMIT_DIR": spec.get("submit_dir") or "",
+                  "HASH": lambda t=task_id, e=entry: param_hash(spec.get("kind"),
+                                                                spec.get("cmd"), t, e)}
         values["CWD"] = fill_placeholders(cwd_t, values)
         path = fill_placeholders(template, values)
         out.append([values["TASK_ID"], os.path.join(values["CWD"], path)])
