@@ -6,6 +6,11 @@ million tasks is its id ranges and a cursor: "waiting" is every index at or
 past the cursor, plus the few indexes sent back to the queue (retries, tasks of
 lost workers).  Every operation here is O(1) per task it touches.
 
+A retry with ``--retry-delay`` is *delayed*: its task is waiting (it counts in
+``counts[WAITING]``, and keeps its job from being done) but it is in
+``retry_at`` (index -> the server time it may run again), not in the queue,
+until a ``due`` event moves it there (see :mod:`hpcqueue.state`).
+
 The columns are fixed-width, and the bounds below are what they hold.  The
 server checks values from the network against them before they become events
 (an event that does not fit would stop every later restart), and the few
@@ -31,6 +36,7 @@ from hpcqueue.model import (
     WAITING,
     IdRanges,
     JobState,
+    retry_delay,
 )
 
 #: what the per-task columns hold
@@ -46,6 +52,7 @@ class Job:
         "state", "starts", "crashes", "retries", "exit", "worker", "t0", "t1",
         "errors", "canceled", "submitted", "ended", "cpus", "res", "priority",
         "time_request", "mean_runtime", "crash_limit", "max_retries", "open",
+        "retry_delay", "retry_timeout", "retry_at", "failed_since",
     )
 
     def __init__(self, job_id: int, spec: dict, submitted: float):
@@ -72,6 +79,17 @@ class Job:
         # within the columns also for journals written before the server checked them
         self.crash_limit = min(int(spec.get("crash_limit", 5)), MAX_CRASH_LIMIT)
         self.max_retries = min(int(spec.get("max_retries", 0)), MAX_RETRIES)
+        delay = spec.get("retry_delay")
+        #: (first, most) seconds a retry waits, or None: retries run at once
+        self.retry_delay: tuple[float, float] | None = (
+            (float(delay[0]), float(delay[1])) if delay else None)
+        #: seconds after a task's first failure from which it is no longer retried
+        self.retry_timeout: float | None = float(spec.get("retry_timeout") or 0) or None
+        #: delayed retries: index -> server time from which the task may run again
+        self.retry_at: dict[int, float] = {}
+        #: index -> server time of the task's first failure, while a retry timeout applies
+        #: and the task has not ended
+        self.failed_since: dict[int, float] = {}
         self.mean_runtime: float | None = None
 
     # ------------------------------------------------------------- columns
@@ -110,6 +128,11 @@ class Job:
     @property
     def waiting(self) -> int:
         return self.counts[WAITING]
+
+    @property
+    def available(self) -> int:
+        """Waiting tasks that may be handed out now (not delayed retries)."""
+        return self.counts[WAITING] - len(self.retry_at)
 
     @property
     def running(self) -> int:
@@ -164,6 +187,8 @@ class Job:
             row["entry"] = self.entries[index]
         if index in self.errors:
             row["error"] = self.errors[index]
+        if index in self.retry_at:
+            row["retry_at"] = self.retry_at[index]
         return row
 
     def indexes_in(self, code: int):
@@ -184,10 +209,13 @@ class Job:
         requeued = self.requeued
         if requeued:
             seen = set()
+            delayed = self.retry_at
             while requeued and len(out) < k:
                 i = requeued.popleft()
-                # replay can leave an index queued twice: hand it out once
-                if self.state[i] == WAITING and i not in seen:
+                # replay can leave an index queued twice: hand it out once; and an index
+                # left queued by replay may since wait for a delayed retry: not before it
+                if self.state[i] == WAITING and i not in seen and (
+                        not delayed or i not in delayed):
                     seen.add(i)
                     out.append(i)
         if len(out) < k and self.cursor < self.n:
@@ -220,8 +248,10 @@ class Job:
     def instance(self, i: int) -> int:
         return self.starts[i] - 1 if self.state is not None else 0
 
-    def finish(self, i: int, code: int, t0: float, t1: float, msg: str | None) -> bool:
-        """Record a result; returns True if the task went back to waiting (a retry)."""
+    def finish(self, i: int, code: int, t0: float, t1: float, msg: str | None,
+               t: float = 0.0) -> bool:
+        """Record a result that the server got at T (its clock); returns True if the task
+        went back to waiting (a retry, delayed by ``retry_delay`` from T)."""
         self.counts[RUNNING] -= 1
         self.t0[i] = t0 or self.t0[i]
         self.t1[i] = t1
@@ -237,10 +267,20 @@ class Job:
             self.counts[FINISHED] += 1
             if self.errors:
                 self.errors.pop(i, None)  # an earlier attempt's error
+            if self.failed_since:
+                self.failed_since.pop(i, None)
             return False
         if self.retries[i] < self.max_retries and not self.canceled:
-            self.retries[i] += 1
-            return self._requeue(i)
+            timeout = self.retry_timeout
+            if timeout is None or t - self.failed_since.setdefault(i, t) < timeout:
+                self.retries[i] += 1
+                delay = self.retry_delay
+                at = t + retry_delay(*delay, self.retries[i]) if delay else None
+                return self._requeue(i, at)
+            msg = (f"{msg or f'exit code {code}'}; not retried: {timeout:g}s have passed "
+                   "since its first failure (retry timeout)")
+        if self.failed_since:
+            self.failed_since.pop(i, None)
         self.state[i] = FAILED
         self.counts[FAILED] += 1
         if msg:
@@ -261,20 +301,37 @@ class Job:
                 self.exit[i] = -1
                 self.counts[FAILED] += 1
                 self.errors[i] = f"its worker was lost {self.crashes[i]} times (crash limit)"
+                if self.failed_since:
+                    self.failed_since.pop(i, None)
                 return True
         return not self._requeue(i)
 
-    def _requeue(self, i: int) -> bool:
-        """Back to waiting; False if the task was started too often and failed instead."""
+    def _requeue(self, i: int, at: float | None = None) -> bool:
+        """Back to waiting (in the queue, or delayed until AT); False if the task was started
+        too often and failed instead."""
         if self.starts[i] >= MAX_STARTS:
             self.state[i] = FAILED
             self.exit[i] = -1
             self.counts[FAILED] += 1
             self.errors[i] = (f"started {self.starts[i]} times without an end (handed back or "
                               "its worker stopped each time); given up")
+            if self.failed_since:
+                self.failed_since.pop(i, None)
             return False
         self.state[i] = WAITING
         self.counts[WAITING] += 1
+        if at is None:
+            self.requeued.append(i)
+        else:
+            self.retry_at[i] = at
+        return True
+
+    def wake(self, i: int, at: float) -> bool:
+        """A delayed retry whose time AT has come goes into the queue; False if it is not
+        delayed until AT (canceled since, or an older entry)."""
+        if self.retry_at.get(i) != at:
+            return False
+        del self.retry_at[i]
         self.requeued.append(i)
         return True
 
@@ -287,6 +344,8 @@ class Job:
         c[CANCELED] += c[WAITING]
         c[WAITING] = 0
         self.requeued.clear()
+        self.retry_at.clear()  # delayed retries were counted as waiting: canceled above
+        self.failed_since.clear()
         self.cursor = self.n
         running: list[int] = []
         if self.state is not None and c[RUNNING]:

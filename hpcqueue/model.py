@@ -9,6 +9,8 @@ Vocabulary:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from bisect import bisect_right
 from enum import Enum
@@ -104,6 +106,35 @@ def format_duration(seconds: float | None) -> str:
     if h:
         return f"{h}h{m:02d}m{s:02d}s"
     return f"{m}m{s:02d}s"
+
+
+def parse_retry_delay(text: str) -> tuple[float, float]:
+    """(MIN, MAX) seconds from `MIN[:MAX]` (`1s:4s`, `30s`, `10s:10m`): MIN for the first
+    retry, doubling up to MAX; MAX defaults to MIN.  MIN and MAX are durations with units
+    or plain seconds (not the HH:MM:SS form: the colon splits them)."""
+    raw = str(text).strip()
+    parts = raw.split(":")
+    if len(parts) > 2:
+        raise UsageError(f"invalid --retry-delay {text!r}: use MIN or MIN:MAX with units, "
+                         "e.g. 1s:4s or 30s:10m (not HH:MM:SS)")
+    low = parse_duration(parts[0], "--retry-delay MIN")
+    high = parse_duration(parts[1], "--retry-delay MAX") if len(parts) == 2 else low
+    if low <= 0:
+        raise UsageError(f"invalid --retry-delay {text!r}: MIN must be more than 0 "
+                         "(leave the option out for no delay)")
+    if high < low:
+        raise UsageError(f"invalid --retry-delay {text!r}: MAX is less than MIN; write it "
+                         "MIN:MAX, e.g. 1s:4s")
+    if high > MAX_SECONDS:
+        raise UsageError(f"invalid --retry-delay {text!r}: at most {MAX_SECONDS:g} seconds")
+    return low, high
+
+
+def retry_delay(low: float, high: float, retry: int) -> float:
+    """Seconds before retry number RETRY (1 for the first) runs: LOW, doubling up to HIGH."""
+    if retry <= 1:
+        return low
+    return min(high, low * 2.0 ** min(retry - 1, 255))  # retries fit a byte
 
 
 # --------------------------------------------------------------------- resources
@@ -261,8 +292,42 @@ def parse_array(spec: str) -> IdRanges:
 
 # --------------------------------------------------------------------- placeholders
 
-PLACEHOLDERS = ("JOB_ID", "TASK_ID", "INSTANCE_ID", "CWD", "SUBMIT_DIR")
+PLACEHOLDERS = ("JOB_ID", "TASK_ID", "INSTANCE_ID", "CWD", "SUBMIT_DIR", "HASH")
 _PLACEHOLDER = re.compile(r"%\{([A-Z_]+)\}")
+HASH_DIGITS = 12  # hex digits of sha256 in %{HASH}: 48 bits
+
+
+def canonical_json(value) -> str:
+    """VALUE as JSON with sorted keys and no whitespace: the same text for the same value,
+    whatever the order of its keys."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=True)
+
+
+def param_hash(kind: str | None, cmd, task_id: int, entry: str | None) -> str:
+    """%{HASH}: a short, stable hash of one task's parameters (the first HASH_DIGITS hex
+    digits of the sha256 of a UTF-8 text).  The text is:
+
+    - for an element of `--from-json` (kind ``json``): the element's canonical JSON
+      (:func:`canonical_json`), so that the order of keys does not count;
+    - for any other task with an entry (a line of `--each-line`): the entry as it is;
+    - for a task without an entry (`--array`, a single task): the canonical JSON of
+      ``[CMD, TASK_ID]``, e.g. ``[["./sim.sh","-v"],7]``.
+    """
+    if entry is None:
+        text = canonical_json([list(cmd or ()), task_id])
+    elif kind == "json":
+        try:
+            text = canonical_json(json.loads(entry))
+        except ValueError:  # not JSON after all (a client other than ours): as it is
+            text = entry
+    else:
+        text = entry
+    try:
+        data = text.encode("utf-8", "surrogateescape")  # a line read with surrogateescape
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:HASH_DIGITS]
 
 
 def check_placeholders(text: str | None, what: str) -> None:
@@ -275,6 +340,13 @@ def check_placeholders(text: str | None, what: str) -> None:
 
 
 def fill_placeholders(text: str, values: dict) -> str:
+    """TEXT with each known %{NAME} replaced by VALUES[NAME]; a value may be a function of
+    no arguments, called only when TEXT uses it (e.g. HASH, which costs a hash)."""
     if "%{" not in text:
         return text
-    return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), text)
+
+    def one(m):
+        value = values.get(m.group(1), m.group(0))
+        return str(value() if callable(value) else value)
+
+    return _PLACEHOLDER.sub(one, text)

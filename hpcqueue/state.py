@@ -13,7 +13,12 @@ Events (``e`` is the kind, ``t`` the server's clock when it happened):
 - ``worker``: a worker connected (``id``, ``info``)
 - ``wgone``: a worker went away (``id``, ``reason``, ``crash``)
 - ``start``: tasks were handed to a worker (``w``, ``tasks`` = [job, [index...], ...])
-- ``done``: results (``w``, ``r`` = [[job, index, instance, exit, t0, t1, msg], ...])
+- ``done``: results (``w``, ``r`` = [[job, index, instance, exit, t0, t1, msg], ...]); a
+  failed task retried with ``--retry-delay`` waits until ``t`` plus its delay (see
+  :meth:`Job.finish <hpcqueue.jobs.Job.finish>`), and ``--retry-timeout`` counts from the
+  ``t`` of its first failure
+- ``due``: delayed retries whose time is at or before ``t`` go back to the queue (the
+  server records it when the earliest one's time comes)
 - ``back``: a worker handed tasks back unstarted (``w``, ``tasks`` as in ``start``)
 - ``cancel``: jobs were canceled (``ids``); an open job is closed too
 - ``append``: tasks were added to an open job (``id``, ``entries``: their entries, which get
@@ -28,8 +33,8 @@ Events (``e`` is the kind, ``t`` the server's clock when it happened):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
 from functools import partial
+from heapq import heappop, heappush
 
 from hpcqueue.autoalloc.book import AllocBook
 from hpcqueue.jobs import Job
@@ -79,8 +84,11 @@ class ServerState:
         self.workers: dict[int, WorkerRecord] = {}
         self.next_job_id = 1
         self.next_worker_id = 1
-        #: jobs that have waiting tasks, in dispatch order when `_ready_sorted`
+        #: jobs that have tasks to hand out now, in dispatch order when `_ready_sorted`
         self.ready: dict[int, Job] = {}
+        #: a heap of (time, job id, index) of delayed retries (`Job.retry_at`): an entry
+        #: whose job no longer holds that time (canceled) is dropped when it comes up
+        self.delayed: list[tuple[float, int, int]] = []
         self._ready_order: list[Job] | None = None
         #: --unique key -> id of the unfinished job submitted with it
         self.unique: dict[str, int] = {}
@@ -108,7 +116,7 @@ class ServerState:
         return self._ready_order
 
     def _update_ready(self, job: Job) -> None:
-        if job.waiting > 0:
+        if job.available > 0:
             if job.id not in self.ready:
                 self.ready[job.id] = job
                 self._ready_order = None
@@ -231,7 +239,7 @@ class ServerState:
             w.used_cpus += job.cpus * len(idxs)
             for name, count in job.res.items():
                 w.used_res[name] = w.used_res.get(name, 0) + count * len(idxs)
-            if job.counts[0] == 0:  # no task left waiting
+            if job.available <= 0:  # no task left to hand out
                 self._update_ready(job)
 
     def _release(self, w: WorkerRecord, job: Job, i: int) -> bool:
@@ -266,7 +274,10 @@ class ServerState:
                 for name, count in job.res.items():
                     w.used_res[name] -= count
             w.finished += 1
-            job.finish(i, code, t0, t1, msg)
+            if job.finish(i, code, t0, t1, msg, ev["t"]) and job.retry_delay is not None:
+                at = job.retry_at.get(i)
+                if at is not None:
+                    heappush(self.delayed, (at, job_id, i))
             if self.just_failed is not None and job.state[i] == FAILED:
                 self.just_failed.append((job_id, i))
             counts = job.counts  # waiting, running, ...
@@ -274,6 +285,18 @@ class ServerState:
                 self._update_ready(job)
             if counts[1] == 0:
                 self._maybe_done(job, t1 or ev["t"])
+
+    def _on_due(self, ev: dict) -> None:
+        t = ev["t"]
+        heap, jobs = self.delayed, self.jobs
+        woken: dict[int, Job] = {}
+        while heap and heap[0][0] <= t:
+            at, job_id, i = heappop(heap)
+            job = jobs.get(job_id)
+            if job is not None and job.wake(i, at):
+                woken[job_id] = job
+        for job in woken.values():
+            self._update_ready(job)
 
     def _on_back(self, ev: dict) -> None:
         w = self.workers.get(ev["w"])

@@ -82,7 +82,7 @@ def attributes(obj) -> list[str]:
 
 
 #: attributes compared apart (derived indexes) or not at all (caches, bound methods)
-STATE_APART = {"jobs", "workers", "ready", "alloc", "_ready_order", "_handlers"}
+STATE_APART = {"jobs", "workers", "ready", "alloc", "_ready_order", "_handlers", "delayed"}
 QUEUE_APART = {"allocations", "decisions"}  # decisions: not journaled
 BOOK_APART = {"queues", "by_id"}
 
@@ -106,6 +106,13 @@ def comparable(state: ServerState, loose: bool = False) -> dict:
         for name in attributes(w):
             out[f"worker {wid}.{name}"] = value(getattr(w, name))
     out["ready"] = sorted(state.ready)
+    # the heap of delayed retries: its entries that still hold (a canceled job's stay in the
+    # live heap until their time), and that they are every job's delayed retries
+    valid = sorted(e for e in state.delayed if e[1] in state.jobs
+                   and state.jobs[e[1]].retry_at.get(e[2]) == e[0])
+    out["delayed"] = valid
+    out["delayed are the jobs' retry_at"] = valid == sorted(
+        (at, jid, i) for jid, job in state.jobs.items() for i, at in job.retry_at.items())
     out["ready are the jobs"] = all(state.ready[i] is state.jobs[i] for i in state.ready)
     out["ready_jobs() order"] = [j.id for j in state.ready_jobs()]
     book = state.alloc
@@ -171,6 +178,8 @@ class History:
                 "ids": [[1, n, 1]], "entries": None, "cpus": 1 + (b % 5 == 0),
                 "res": {"gpus": 1} if b % 7 == 0 else {}, "priority": c % 4 - 1,
                 "max_retries": c % 3, "crash_limit": 1 + c % 3, "time_limit": None,
+                "retry_delay": [0.5, 2.0] if c % 4 == 1 else None,
+                "retry_timeout": 1.5 if c % 5 == 2 else None,
                 "time_request": None, "stdout": "none", "stderr": "none", "cwd": None,
                 "env": {"A": "1"}, "submit_dir": "/home/u"}
         if b % 3 == 1:  # an array with a step and a second range
@@ -239,6 +248,22 @@ class History:
             rows.append([jid, i, job.instance(i), code, t0, t0 + 0.25 * (k + 1),
                          f"exit code {code}" if code else None])
         self.record(e="done", w=w.id, r=rows)
+
+    def do_fail(self, a, b, c):
+        """Results that all fail: retries (delayed ones too), or failures for good."""
+        w = self._worker_with_tasks(a)
+        if w is None:
+            return
+        rows = []
+        for jid, i in sorted(w.tasks, key=lambda key: (-key[0], key[1]))[:1 + b % 4]:
+            t0 = self.live.jobs[jid].t0[i]
+            rows.append([jid, i, self.live.jobs[jid].instance(i), 1 + c % 2, t0, t0 + 0.1,
+                         "exit code 1"])
+        self.record(e="done", w=w.id, r=rows)
+
+    def do_due(self, a, b, c):
+        """The server's timer: delayed retries up to a moment from now go back to the queue."""
+        self.record(e="due", t=self.t + (a % 5) * 0.5)
 
     def do_stale(self, a, b, c):
         """A result that must change nothing: a wrong instance, or the wrong worker."""
@@ -438,6 +463,14 @@ RICH = [
     ("aq_pause", 0, 1, 0), ("aq_resume", 0, 0, 0), ("alloc_new", 0, 0, 0),
     ("alloc_state", 2, 0, 0), ("alloc_state", 2, 1, 0), ("aq_remove", 0, 0, 0), ("submit", 1, 0, 0),
     ("connect", 3, 0, 0), ("dispatch", 0, 0, 0),
+    # retries delayed 0.5 s doubling to 2 s, not retried 1.5 s after the first failure
+    ("submit", 4, 3, 17), ("connect", 2, 0, 0), ("dispatch", 0, 0, 0),
+    ("fail", 3, 3, 0), ("due", 0, 0, 0), ("dispatch", 0, 0, 0),
+    ("due", 1, 0, 0), ("dispatch", 0, 0, 0), ("fail", 3, 3, 0), ("fail", 4, 3, 0),
+    ("due", 4, 0, 0), ("dispatch", 0, 0, 0), ("fail", 3, 3, 0), ("fail", 4, 3, 0),
+    ("submit", 2, 3, 5), ("dispatch", 0, 0, 0), ("fail", 3, 3, 0), ("fail", 4, 3, 0),
+    ("due", 4, 0, 0), ("dispatch", 0, 0, 0), ("fail", 3, 3, 0), ("fail", 4, 3, 0),
+    ("fail", 5, 3, 0), ("cancel", 1, 0, 0), ("submit", 3, 3, 0), ("dispatch", 0, 0, 0),
     ("open", 0, 0, 0),        # open with no task yet: not done
     ("close", 0, 0, 0),       # the first open job takes no more
     ("append", 0, 1, 0),      # the second gets two tasks, and stays open
@@ -472,6 +505,12 @@ def test_rich_history_covers_what_it_should():
             break
     else:
         raise AssertionError("RICH appends to no started job")
+    # delayed retries: some still waiting for their time, some woken, some timed out, and a
+    # canceled job's left in the heap
+    assert any(j.retry_at for j in jobs) and any(j.failed_since for j in jobs)
+    assert any("retry timeout" in msg for j in jobs for msg in j.errors.values())
+    assert any(j.retry_delay and j.state is not None and max(j.starts) > 1 for j in jobs)
+    assert any(live.jobs[jid].retry_at.get(i) != at for at, jid, i in live.delayed)
 
 
 def test_a_lost_worker_requeues_in_the_same_order_after_a_snapshot():
@@ -554,7 +593,7 @@ def test_every_attribute_is_carried_or_derived():
     snap = snapshot.dump(state)
     head, job_ev = snap[0], snap[1]
     from_spec = {"ids", "entries", "n", "cpus", "res", "priority", "time_request",
-                 "crash_limit", "max_retries"}
+                 "crash_limit", "max_retries", "retry_delay", "retry_timeout"}
     columns = {name for name, _ in snapshot.COLUMNS}
     assert set(Job.__slots__) == (set(job_ev) - {"e", "chunks"}) | from_spec | columns
     assert {f.name for f in dataclasses.fields(WorkerRecord)} == set(head["workers"][0])

@@ -310,3 +310,113 @@ def test_final_failures_are_collected_only_when_asked_and_not_retries():
     assert st.just_failed == [(1, 0)]
     rec(e="wgone", id=1, reason="lost", crash=True)  # task 1: crash limit 1
     assert st.just_failed == [(1, 0), (1, 1)]
+# ------------------------------------------------------------------ delayed retries
+
+
+def failed(rec, w, job_id, i, t):
+    """Start task I on worker W and fail it; the server got the result at T."""
+    rec(e="start", w=w, tasks=[job_id, [i]], t=t - 0.5)
+    inst = rec.state.jobs[job_id].instance(i)
+    return rec(e="done", w=w, r=[[job_id, i, inst, 1, t - 0.5, t, "exit code 1"]], t=t)
+
+
+def test_a_delayed_retry_waits_and_is_not_handed_out_until_due():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(1, max_retries=3, retry_delay=[1.0, 4.0]))
+    rec(e="worker", id=1, info={"cpus": 1})
+    st = failed(rec, 1, 1, 0, t=100.0)
+    job = st.jobs[1]
+    # waiting in the counts (the job is not done), but not ready to hand out
+    assert job.state[0] == WAITING and job.counts[WAITING] == 1 and not job.done
+    assert job.retry_at == {0: 101.0} and job.available == 0 and 1 not in st.ready
+    assert st.delayed == [(101.0, 1, 0)] and job.task_row(0)["retry_at"] == 101.0
+    assert dispatch.plan(st.ready_jobs(), [st.workers[1]], 200.0) == []
+    assert job.take(5) == []
+    rec(e="due", t=100.9)  # too early: nothing moves
+    assert job.retry_at == {0: 101.0} and 1 not in st.ready
+    rec(e="due", t=101.0)
+    assert job.retry_at == {} and st.delayed == [] and 1 in st.ready
+    (w, picked), = dispatch.plan(st.ready_jobs(), [st.workers[1]], 101.0)
+    assert picked == [1, [0]]
+
+
+def test_delays_double_up_to_the_most_and_come_from_the_result_time():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(1, max_retries=5, retry_delay=[1.0, 4.0]))
+    rec(e="worker", id=1, info={"cpus": 1})
+    job = rec.state.jobs[1]
+    t, delays = 100.0, []
+    for _ in range(5):
+        failed(rec, 1, 1, 0, t)
+        delays.append(job.retry_at[0] - t)
+        t = job.retry_at[0]
+        rec(e="due", t=t)
+    assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]
+    failed(rec, 1, 1, 0, t + 1)  # the sixth failure: no retry left
+    assert job.state[0] == FAILED and job.done and not job.retry_at
+
+
+def test_retry_timeout_counts_from_the_first_failure():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(1, max_retries=10, retry_timeout=5.0))
+    rec(e="worker", id=1, info={"cpus": 1})
+    job = rec.state.jobs[1]
+    failed(rec, 1, 1, 0, t=100.0)
+    assert job.state[0] == WAITING and job.failed_since == {0: 100.0}
+    failed(rec, 1, 1, 0, t=104.9)
+    assert job.state[0] == WAITING and job.retries[0] == 2
+    failed(rec, 1, 1, 0, t=105.0)
+    assert job.state[0] == FAILED and job.retries[0] == 2 and job.done
+    assert "retry timeout" in job.errors[0] and job.failed_since == {}
+
+
+def test_a_success_forgets_the_first_failure():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(2, max_retries=2, retry_timeout=5.0))
+    rec(e="worker", id=1, info={"cpus": 1})
+    failed(rec, 1, 1, 0, t=100.0)
+    rec(e="start", w=1, tasks=[1, [0]])
+    st = rec(e="done", w=1, r=[[1, 0, 1, 0, 100.5, 101.0, None]], t=101.0)
+    assert st.jobs[1].state[0] == FINISHED and st.jobs[1].failed_since == {}
+
+
+def test_cancel_cancels_delayed_retries():
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(3, max_retries=1, retry_delay=[10.0, 10.0]))
+    rec(e="worker", id=1, info={"cpus": 1})
+    failed(rec, 1, 1, 0, t=100.0)
+    st = rec(e="cancel", ids=[1], t=101.0)
+    job = st.jobs[1]
+    assert job.done and job.counts[CANCELED] == 3 and job.task_state(0) == CANCELED
+    assert job.retry_at == {} and job.job_state() is JobState.CANCELED
+    rec(e="due", t=200.0)  # the heap's entry is dropped, nothing comes back
+    assert st.delayed == [] and job.counts[WAITING] == 0 and 1 not in st.ready
+
+
+def test_a_restart_keeps_the_delay_from_the_journal():
+    rec = Recorder()
+    rec(e="server", t=0.0)
+    rec(e="job", id=1, spec=spec(2, max_retries=1, retry_delay=[30.0, 30.0]))
+    rec(e="worker", id=1, info={"cpus": 2})
+    failed(rec, 1, 1, 0, t=100.0)
+    rec(e="start", w=1, tasks=[1, [1]], t=100.0)
+    st = restore(rec.events + [{"e": "server", "t": 110.0}])
+    job = st.jobs[1]
+    assert job.retry_at == {0: 130.0} and st.delayed == [(130.0, 1, 0)]
+    assert job.take(5) == [1]  # the running one went back; the delayed one waits
+    st.apply({"e": "due", "t": 130.0})
+    assert job.take(5) == [0]
+
+
+def test_replay_leaves_no_way_to_hand_a_delayed_retry_out_early():
+    """A task handed back, started and then delayed stays in the replayed queue (replay does
+    not take); it must still wait for its time."""
+    rec = Recorder()
+    rec(e="job", id=1, spec=spec(1, max_retries=1, retry_delay=[30.0, 30.0]))
+    rec(e="worker", id=1, info={"cpus": 1})
+    rec(e="start", w=1, tasks=[1, [0]])
+    rec(e="back", w=1, tasks=[1, [0]])
+    failed(rec, 1, 1, 0, t=100.0)
+    st = restore(rec.events)
+    assert list(st.jobs[1].requeued) == [0] and st.jobs[1].retry_at == {0: 130.0}
+    assert st.jobs[1].take(5) == []

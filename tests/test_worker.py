@@ -254,3 +254,19 @@ def test_key_mismatch_fails_at_once_or_is_retried_with_reconnect(cluster):
     path.write_text(good)
     wait_for(lambda: len(cluster.workers()) == 1, what="the worker to reconnect")
     assert cluster.log("reconnect.log").count("rejected our key") == 1
+
+
+def test_every_task_sees_the_id_the_server_gave_its_worker(cluster, tmp_path):
+    cluster.start_server()
+    for n in range(2):
+        cluster.start_worker("--cpus", "1", name=f"worker{n}.log")
+    wait_for(lambda: len(cluster.workers()) == 2, what="two workers")
+    out = tmp_path / "ids"
+    out.mkdir()
+    cluster.hq("submit", "--array", "1-6", "--stdout", "none", "--stderr", "none", "--",
+               "sh", "-c", f'sleep 0.2; echo "$HPCQUEUE_WORKER_ID" > {out}/$HPCQUEUE_TASK_ID')
+    assert "6 finished" in cluster.hq("job", "wait", "1", timeout=60).stdout
+    tasks = json.loads(cluster.hq("task", "list", "1", "--output", "json").stdout)
+    seen = {t["id"]: (out / str(t["id"])).read_text().strip() for t in tasks}
+    assert seen == {t["id"]: str(t["worker"]) for t in tasks}
+    assert set(seen.values()) == {str(w["id"]) for w in cluster.workers()}

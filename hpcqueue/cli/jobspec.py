@@ -13,12 +13,14 @@ from hpcqueue.cli.common import DURATION
 from hpcqueue.exceptions import UsageError
 from hpcqueue.model import (
     MAX_COUNT,
+    MAX_SECONDS,
     MAX_TASKS_PER_JOB,
     check_placeholders,
     parse_array,
     parse_env,
     parse_priority,
     parse_resources,
+    parse_retry_delay,
 )
 
 DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
@@ -40,6 +42,21 @@ class Priority(click.ParamType):
 
 
 PRIORITY = Priority()
+
+
+class RetryDelay(click.ParamType):
+    name = "MIN[:MAX]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_retry_delay(value)
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
+
+
+RETRY_DELAY = RetryDelay()
 
 
 def task_options(fn):
@@ -65,6 +82,12 @@ def task_options(fn):
                           "returns that job instead of making a new one."),
         click.option("--max-retries", type=click.IntRange(min=0, max=255), default=0,
                      show_default=True, help="Run a failed task again up to N times."),
+        click.option("--retry-delay", type=RETRY_DELAY,
+                     help="Wait before each retry: MIN before the first, doubling up to MAX, "
+                          "e.g. 1s:4s (MAX defaults to MIN)."),
+        click.option("--retry-timeout", type=DURATION,
+                     help="Do not retry a task that fails again after this long since its "
+                          "first failure."),
         click.option("--crash-limit", type=click.IntRange(min=1, max=255), default=5,
                      show_default=True,
                      help="Fail a task after its worker was lost this many times."),
@@ -215,6 +238,14 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
         raise UsageError("--cwd cannot use %{CWD}: it defines it")
     if cwd and not os.path.isabs(cwd) and not cwd.startswith("%{"):
         cwd = os.path.join(submit_dir, cwd)
+    delay, timeout = opts.get("retry_delay"), opts.get("retry_timeout")
+    for what, value in (("--retry-delay", delay), ("--retry-timeout", timeout)):
+        if value is not None and not opts.get("max_retries"):
+            raise UsageError(f"{what} needs --max-retries N (1 or more): without retries "
+                             "there is nothing to delay or time out")
+    if timeout is not None and not 0 < timeout <= MAX_SECONDS:
+        raise UsageError(f"--retry-timeout must be more than 0 and at most {MAX_SECONDS:g} "
+                         "seconds")
     spec = {
         "name": opts.get("name") or (os.path.basename(cmd[0]) if cmd else "each-line"),
         "kind": kind,
@@ -227,6 +258,8 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
         "priority": opts.get("priority") or 0,
         "unique": opts.get("unique") or None,
         "max_retries": opts.get("max_retries") or 0,
+        "retry_delay": list(delay) if delay else None,
+        "retry_timeout": timeout,
         "crash_limit": opts.get("crash_limit") or 5,
         "time_limit": opts.get("time_limit"),
         "time_request": opts.get("time_request"),

@@ -22,6 +22,10 @@ Events:
 A job's spec travels as its ``job`` event carried it, so a ``snapjob`` is no bigger than
 that event was; an open job's spec holds the entries and ids its ``append`` events added
 (see :meth:`~hpcqueue.jobs.Job.append`), and ``open`` says whether it still takes more.
+Its delayed retries (``retry_at``) and first failures (``failed_since``) travel as
+``[index, time]`` pairs; the state's heap of delayed retries is derived from them.  A
+snapshot without them (written before they existed) has none.
+
 Caches that are not journaled (an allocation queue's recent decisions) come back empty, and
 so do the per-apply outputs ``just_done``, ``to_kill`` and ``just_failed``.
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 import sys
 from array import array
 from collections import deque
+from heapq import heappush
 from typing import TYPE_CHECKING, Iterator
 
 from hpcqueue.autoalloc.book import Allocation, AllocQueue
@@ -115,6 +120,8 @@ def _job_dict(job: Job, chunks: int) -> dict:
         "counts": list(job.counts), "errors": [[i, msg] for i, msg in job.errors.items()],
         "canceled": job.canceled, "mean_runtime": job.mean_runtime, "chunks": chunks,
         "open": job.open,
+        "retry_at": [[i, t] for i, t in job.retry_at.items()],
+        "failed_since": [[i, t] for i, t in job.failed_since.items()],
     }
 
 
@@ -175,6 +182,7 @@ def _load_snapshot(state: ServerState, ev: dict) -> None:
     # emptied in place: other objects (the event handlers, the server) hold these
     state.jobs.clear()
     state.ready.clear()
+    state.delayed.clear()
     state._ready_order = None
     state.just_done.clear()
     state.to_kill.clear()
@@ -237,6 +245,10 @@ def _load_job(state: ServerState, ev: dict) -> None:
     job.errors = {i: msg for i, msg in ev["errors"]}
     job.canceled = ev["canceled"]
     job.mean_runtime = ev["mean_runtime"]
+    job.retry_at = {i: t for i, t in ev.get("retry_at", ())}
+    job.failed_since = {i: t for i, t in ev.get("failed_since", ())}
+    for i, t in job.retry_at.items():
+        heappush(state.delayed, (t, job.id, i))
     if ev["chunks"]:
         for name, code in COLUMNS:  # filled by the snapcols events that follow
             setattr(job, name, bytearray() if code is None else array(code))

@@ -13,6 +13,11 @@ worker's results, tasks it handed back, a worker gone) wait in `held`, in
 order, unapplied.  The main loop
 retries once a second; the first write that succeeds carries the held events,
 and the server goes on as before.
+
+Delayed retries (``--retry-delay``) wait in the state's heap; one loop timer is
+set for the earliest, and when it fires the server records a ``due`` event,
+which puts the retries whose time has come back into the queue.  The times come
+from the journal, so after a restart a delayed task still waits until its time.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ log = logging.getLogger("hpcqueue.server")
 #: events after which the autoalloc loop looks again at once
 #: events after which a dispatch round may find something to do (not "start": it only
 #: takes room, and the round that recorded it already filled what it could)
-_FREES_OR_ADDS_WORK = frozenset({"job", "worker", "wgone", "done", "back", "cancel"})
-_WAKES_AUTOALLOC = frozenset({"job", "worker", "wgone", "back", "aq_add", "aq_resume"})
+_FREES_OR_ADDS_WORK = frozenset({"job", "worker", "wgone", "done", "back", "cancel", "due"})
+_WAKES_AUTOALLOC = frozenset({"job", "worker", "wgone", "back", "due", "aq_add",
+                              "aq_resume"})
+DUE_RETRY = 1.0  # seconds before a `due` event that could not be journaled is tried again
 #: events that report what has already happened elsewhere: they cannot be refused, so while
 #: the journal is down they are held, to be recorded in order when it is back
 _FACTS = frozenset({"done", "back", "wgone"})
@@ -62,9 +69,14 @@ class Waiter:
 
 
 class Core:
-    def __init__(self, state: ServerState, journal=None):
+    def __init__(self, state: ServerState, journal=None, dispatch_policy: str = "first-free"):
+        if dispatch_policy not in dispatch.POLICIES:
+            raise ValueError(f"unknown dispatch policy {dispatch_policy!r}: use one of "
+                             f"{', '.join(dispatch.POLICIES)}")
         self.state = state
         self.journal = journal
+        self.dispatch_policy = dispatch_policy
+        self._plan = dispatch.POLICIES[dispatch_policy]
         self.live: dict[int, Peer] = {}  # worker id -> connection
         self.waiters: list[Waiter] = []
         self._dispatch_scheduled = False
@@ -80,6 +92,9 @@ class Core:
         self.failure_watchers: list = []
         state.just_failed = []  # collected by apply, drained in _effects
         self.compacted_size = 0  # bytes of the journal right after its last compaction
+        #: the loop timer for the earliest delayed retry, and the time it is set for
+        self._due_timer: asyncio.TimerHandle | None = None
+        self._due_at: float | None = None
 
     # ------------------------------------------------------------- events
 
@@ -128,6 +143,7 @@ class Core:
             self.state.apply(event)
             self._effects(event)
         self.schedule_dispatch()
+        self._schedule_due()
         return True
 
     def compact(self) -> tuple[int, int]:
@@ -171,6 +187,8 @@ class Core:
             self.schedule_dispatch()
         if self.autoalloc is not None and event["e"] in _WAKES_AUTOALLOC:
             self.autoalloc.poke()
+        if state.delayed:
+            self._schedule_due()
         for stream in self.streams:
             stream(event)
 
@@ -229,6 +247,34 @@ class Core:
             self.record({"e": "wgone", "id": wid, "reason": reason, "crash": crash,
                          "t": time.time()})
 
+    # ------------------------------------------------------------- delayed retries
+
+    def _schedule_due(self) -> None:
+        """Set the timer for the earliest delayed retry, unless it is set for that already."""
+        heap = self.state.delayed
+        if not heap:
+            return
+        at = heap[0][0]
+        if self._due_timer is not None:
+            if self._due_at <= at:
+                return
+            self._due_timer.cancel()
+        self._due_at = at
+        self._due_timer = self.loop.call_later(max(0.0, at - time.time()), self._due)
+
+    def _due(self) -> None:
+        self._due_timer = self._due_at = None
+        heap = self.state.delayed
+        now = time.time()
+        if heap and heap[0][0] <= now:
+            try:
+                self.record({"e": "due", "t": now})
+            except JournalUnavailable:
+                self._due_at = now + DUE_RETRY  # and sooner, when the journal is back
+                self._due_timer = self.loop.call_later(DUE_RETRY, self._due)
+                return
+        self._schedule_due()  # the next one (or this one again, if the clock went back)
+
     # ------------------------------------------------------------- dispatch
 
     def schedule_dispatch(self) -> None:
@@ -241,7 +287,11 @@ class Core:
         state = self.state
         workers = [state.workers[wid] for wid in self.live]
         now = time.time()
-        plan = dispatch.plan(state.ready_jobs(), workers, now)
+        plan = self._plan(state.ready_jobs(), workers, now)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("dispatch (%s): %d task(s) to %d of %d worker(s)", self.dispatch_policy,
+                      sum(len(p[k]) for _, p in plan for k in range(1, len(p), 2)), len(plan),
+                      len(workers))
         for n, (w, picked) in enumerate(plan):
             try:
                 self.record({"e": "start", "w": w.id, "tasks": picked, "t": now})
@@ -274,6 +324,6 @@ def job_def(job: Job) -> dict:
     """What a worker needs to know of a job to run its tasks."""
     spec = job.spec
     return {k: spec.get(k) for k in (
-        "cmd", "shell", "env", "cwd", "stdout", "stderr", "time_limit", "cpus", "res",
+        "kind", "cmd", "shell", "env", "cwd", "stdout", "stderr", "time_limit", "cpus", "res",
         "submit_dir", "time_request",
     )}

@@ -10,9 +10,24 @@ Prefetch: for a job whose tasks have proved short (mean run time under
 so that the next task is already there when one ends and tasks travel in
 batches.  Long tasks are never prefetched: a task queued behind a long one
 could wait while another worker sits idle.
+
+Two policies (``server start --dispatch``), both pure functions of the jobs, the
+workers and the time, in ``POLICIES``:
+
+- ``first-free`` (:func:`plan`, the default): each worker, least loaded first, is
+  filled up to its free slots plus prefetch.
+- ``round-robin`` (:func:`plan_round_robin`): tasks are handed out one at a time,
+  each to the worker that has had the fewest tasks in total (finished plus
+  running, over all jobs) among those with a free slot; no prefetch.  Over a run,
+  workers alike get shares alike.
+
+Delayed retries (``--retry-delay``) are waiting but not handed out: a job offers
+``job.available`` tasks.
 """
 
 from __future__ import annotations
+
+from heapq import heappop, heappush
 
 from hpcqueue.jobs import Job
 from hpcqueue.state import WorkerRecord
@@ -43,9 +58,10 @@ def fits_worker(job: Job, w: WorkerRecord, now: float) -> bool:
     return True
 
 
-def room_for(job: Job, w: WorkerRecord) -> int:
-    """How many more tasks of `job` the worker can take now."""
-    factor = 1 + prefetch(job)
+def room_for(job: Job, w: WorkerRecord, prefetching: bool = True) -> int:
+    """How many more tasks of `job` the worker can take now (with prefetch, or free slots
+    only)."""
+    factor = 1 + prefetch(job) if prefetching else 1
     k = (w.cpus * factor - w.used_cpus) // job.cpus if job.cpus else MAX_BATCH
     for name, count in job.res.items():
         if count:
@@ -69,9 +85,9 @@ def plan(jobs: list[Job], workers: list[WorkerRecord], now: float) -> list[tuple
         cpus = w.used_cpus
         used_res = dict(w.used_res)
         for job in jobs:
-            if job.waiting == 0 or not fits_worker(job, w, now):
+            if job.available <= 0 or not fits_worker(job, w, now):
                 continue
-            k = min(room_for(job, w), budget, job.waiting)
+            k = min(room_for(job, w), budget, job.available)
             if k <= 0:
                 continue
             idxs = job.take(k)
@@ -91,3 +107,66 @@ def plan(jobs: list[Job], workers: list[WorkerRecord], now: float) -> list[tuple
         if picked:
             out.append((w, picked))
     return out
+
+
+def plan_round_robin(jobs: list[Job], workers: list[WorkerRecord], now: float) -> list[tuple]:
+    """Assignments as :func:`plan` makes them, spread evenly: one task at a time goes to the
+    worker with the fewest tasks so far (``finished`` + running; ties: the lower id) that has
+    a free slot for a job, jobs in priority order; no prefetch.
+
+    A heap of the workers still in the round: O(log workers) per task handed out, and each
+    job that a worker cannot take is passed over once per round, not once per task."""
+    if not jobs or not workers:
+        return []
+    saved = [(w.used_cpus, dict(w.used_res)) for w in workers]
+    left = [job.available for job in jobs]  # what each job can still hand out this round
+    first = [0] * len(workers)  # per worker: the first job that may still have a task for it
+    given = [0] * len(workers)
+    taken: set[tuple[int, int]] = set()  # (job id, index) handed out this round
+    picks: list[dict[int, list[int]]] = [{} for _ in workers]  # job id -> indexes
+    order: list[int] = []  # workers in the order they got their first task
+    heap = sorted((w.finished + len(w.tasks), w.id, n) for n, w in enumerate(workers))
+    while heap:
+        count, wid, n = heappop(heap)
+        w = workers[n]
+        k = first[n]
+        while k < len(jobs) and not (left[k] > 0 and fits_worker(jobs[k], w, now)
+                                     and room_for(jobs[k], w, prefetching=False) > 0):
+            k += 1
+        first[n] = k
+        if k == len(jobs):
+            continue  # nothing more fits this worker this round: it leaves the heap
+        job = jobs[k]
+        idxs = job.take(1)
+        if not idxs:  # nothing to take after all
+            left[k] = 0
+            heappush(heap, (count, wid, n))
+            continue
+        if (job.id, idxs[0]) in taken:  # a second entry that replay left in its queue
+            heappush(heap, (count, wid, n))
+            continue
+        taken.add((job.id, idxs[0]))
+        left[k] -= 1
+        if not picks[n]:
+            order.append(n)
+        picks[n].setdefault(job.id, []).extend(idxs)
+        w.used_cpus += job.cpus
+        for name, c in job.res.items():
+            w.used_res[name] = w.used_res.get(name, 0) + c
+        given[n] += 1
+        if given[n] < MAX_BATCH:
+            heappush(heap, (count + 1, wid, n))
+    # the start events re-apply these counts: restore the originals
+    for w, (cpus, res) in zip(workers, saved):
+        w.used_cpus, w.used_res = cpus, res
+    out = []
+    for n in order:
+        picked: list = []
+        for job_id, idxs in picks[n].items():
+            picked += (job_id, idxs)
+        out.append((workers[n], picked))
+    return out
+
+
+#: the policies of `server start --dispatch`
+POLICIES = {"first-free": plan, "round-robin": plan_round_robin}

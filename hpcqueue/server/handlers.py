@@ -25,6 +25,7 @@ from hpcqueue.model import (
     TaskState,
     check_placeholders,
     fill_placeholders,
+    param_hash,
 )
 from hpcqueue.server.core import Core
 
@@ -234,6 +235,8 @@ def check_spec(spec) -> dict:
         "crash_limit": check_int(get("crash_limit", 5), "crash_limit", 1, MAX_CRASH_LIMIT),
         "time_limit": check_seconds(spec.get("time_limit"), "time_limit"),
         "time_request": check_seconds(spec.get("time_request"), "time_request"),
+        "retry_delay": _retry_delay(spec.get("retry_delay")),
+        "retry_timeout": _positive_seconds(spec.get("retry_timeout"), "retry_timeout"),
         "stdout": _path_pattern(spec.get("stdout"), "stdout"),
         "stderr": _path_pattern(spec.get("stderr"), "stderr"),
         "cwd": cwd,
@@ -250,6 +253,30 @@ def _check_entries(entries) -> None:
     if not (isinstance(entries, list) and all(
             isinstance(e, str) and "\0" not in e for e in entries)):
         raise RequestError("'entries' must be a list of strings (without NUL characters)")
+
+
+def _is_seconds(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value <= MAX_SECONDS)
+
+
+def _positive_seconds(value, name: str) -> float | int | None:
+    """None, or a number of seconds more than 0 and at most MAX_SECONDS."""
+    if value is not None and not _is_seconds(value):
+        raise RequestError(f"{name!r} must be a number of seconds more than 0 and at most "
+                           f"{MAX_SECONDS:g}, not {brief(value)}")
+    return value
+
+
+def _retry_delay(value) -> list | None:
+    """None, or [MIN, MAX] seconds with 0 < MIN <= MAX <= MAX_SECONDS."""
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 2 and all(map(_is_seconds, value))
+            and value[0] <= value[1]):
+        raise RequestError(f"'retry_delay' must be [MIN, MAX] seconds with 0 < MIN <= MAX <= "
+                           f"{MAX_SECONDS:g}, not {brief(value)}")
+    return list(value)
 
 
 MAX_UNIQUE_KEY = 256  # characters of a --unique key
@@ -390,13 +417,18 @@ def cat(core: Core, req: dict) -> dict:
         raise RequestError(f"job {job.id} did not keep its {stream} (it was {template or 'none'})")
     indexes = range(job.n) if req.get("task") is None else [_task_index(job, req.get("task"))]
     out = []
-    cwd_t = job.spec.get("cwd") or "%{SUBMIT_DIR}"
+    spec = job.spec
+    cwd_t = spec.get("cwd") or "%{SUBMIT_DIR}"
     for i in indexes:
         if job.state is None or job.starts[i] == 0:
             continue
-        values = {"JOB_ID": job.id, "TASK_ID": job.ids.id_at(i),
+        task_id = job.ids.id_at(i)
+        entry = job.entries[i] if job.entries is not None else None
+        values = {"JOB_ID": job.id, "TASK_ID": task_id,
                   "INSTANCE_ID": job.starts[i] - 1,
-                  "SUBMIT_DIR": job.spec.get("submit_dir") or ""}
+                  "SUBMIT_DIR": spec.get("submit_dir") or "",
+                  "HASH": lambda t=task_id, e=entry: param_hash(spec.get("kind"),
+                                                                spec.get("cmd"), t, e)}
         values["CWD"] = fill_placeholders(cwd_t, values)
         path = fill_placeholders(template, values)
         out.append([values["TASK_ID"], os.path.join(values["CWD"], path)])

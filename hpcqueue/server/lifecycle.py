@@ -109,7 +109,7 @@ class Server:
         state, journal = ServerState(), None
         if cfg.journal is not None:
             state, journal = self._open_journal(cfg)
-        self.core = core = Core(state, journal)
+        self.core = core = Core(state, journal, dispatch_policy=cfg.dispatch)
         try:
             core.record({"e": "server", "t": time.time(), "v": __version__})
         except HpcqueueError:

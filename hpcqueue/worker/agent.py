@@ -215,6 +215,7 @@ class Worker:
         except ConnectionLost as e:
             raise ServerLost(str(e)) from None
         self.id = welcome.get("id")
+        self.runner.worker_id = self.id  # each task sees it as $HPCQUEUE_WORKER_ID
         heartbeat = float(welcome.get("heartbeat") or 8.0)
         log.info("worker %s connected to server %s", self.id, welcome.get("server_id"))
         watch = asyncio.ensure_future(self._watch(heartbeat))

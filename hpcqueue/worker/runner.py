@@ -19,7 +19,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from hpcqueue.model import fill_placeholders
+from hpcqueue.model import fill_placeholders, param_hash
 from hpcqueue.worker.reaper import Reaper
 
 log = logging.getLogger("hpcqueue.worker")
@@ -50,11 +50,12 @@ def _running(proc: subprocess.Popen) -> bool:
 
 
 class PreparedJob:
-    __slots__ = ("id", "argv", "shell", "env", "cwd", "stdout", "stderr", "time_limit",
-                 "cpus", "res", "submit_dir", "time_request")
+    __slots__ = ("id", "kind", "argv", "shell", "env", "cwd", "stdout", "stderr",
+                 "time_limit", "cpus", "res", "submit_dir", "time_request")
 
     def __init__(self, job_id: int, d: dict, base_env: dict):
         self.id = job_id
+        self.kind = d.get("kind")
         self.argv = list(d.get("cmd") or [])
         self.shell = bool(d.get("shell"))
         env = dict(base_env)
@@ -88,6 +89,8 @@ class Runner:
         self.timed_out: set[tuple] = set()
         self.pool = ThreadPoolExecutor(max_workers=max(1, cpus), thread_name_prefix="task")
         self.base_env = dict(os.environ)
+        #: the id the server gave this worker at registration ($HPCQUEUE_WORKER_ID)
+        self.worker_id: int | None = None
         self.deadline: float | None = None
         self.on_back = None  # called with tasks that no longer fit the time left
         self.idle_since = time.monotonic()
@@ -225,12 +228,15 @@ class Runner:
         """(process, None), or (None, (exit code, message)) if it could not start."""
         job_id, _, task_id, instance, entry = task
         values = {"JOB_ID": job_id, "TASK_ID": task_id, "INSTANCE_ID": instance,
-                  "SUBMIT_DIR": job.submit_dir}
+                  "SUBMIT_DIR": job.submit_dir,
+                  "HASH": lambda: param_hash(job.kind, job.argv, task_id, entry)}
         cwd = fill_placeholders(job.cwd, values)
         values["CWD"] = cwd
         env = job.env.copy()
         env["HPCQUEUE_TASK_ID"] = str(task_id)
         env["HPCQUEUE_INSTANCE_ID"] = str(instance)
+        if self.worker_id is not None:
+            env["HPCQUEUE_WORKER_ID"] = str(self.worker_id)
         if entry is not None:
             env["HPCQUEUE_ENTRY"] = entry
         if job.shell and not job.argv:
