@@ -78,6 +78,10 @@ def plan(jobs: list[Job], workers: list[WorkerRecord], now: float) -> list[tuple
     if not jobs or not workers:
         return []
     out = []
+    # (job id, index) handed out this round: after a restart an index can sit twice in a job's
+    # queue (replay re-queues what it was handed back, but never sees the take of a start), and
+    # `take` then hands it out once per worker; `Job.take` drops such a twin only within a call
+    taken: set[tuple[int, int]] = set()
     # least loaded first, so that a round spreads tasks over idle workers
     for w in sorted(workers, key=lambda w: w.used_cpus / (w.cpus or 1)):
         picked: list = []
@@ -90,7 +94,12 @@ def plan(jobs: list[Job], workers: list[WorkerRecord], now: float) -> list[tuple
             k = min(room_for(job, w), budget, job.available)
             if k <= 0:
                 continue
+            from_queue = bool(job.requeued)  # only re-queued indexes can have a twin
             idxs = job.take(k)
+            if from_queue:
+                jid = job.id
+                idxs = [i for i in idxs if (jid, i) not in taken]
+                taken.update((jid, i) for i in idxs)
             if not idxs:
                 continue
             picked += (job.id, idxs)
