@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Sequence
 
 import click
 
@@ -116,10 +117,33 @@ def _read_json(path: str) -> list[str]:
 
 def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None = None) -> dict:
     """A job spec from the parsed options; raises UsageError for bad combinations."""
-    sources = [k for k in ("array", "each_line", "from_json") if opts.get(k)]
-    if len(sources) > 1:
-        names = " and ".join("--" + s.replace("_", "-") for s in sources)
+    _one_source([k for k in ("array", "each_line", "from_json") if opts.get(k)])
+    lines = _read_lines(opts["each_line"]) if opts.get("each_line") else None
+    items = _read_json(opts["from_json"]) if opts.get("from_json") else None
+    source = opts.get("each_line") or opts.get("from_json")
+    return make_spec(opts, command, lines=lines, items=items,
+                     source=repr(source) if source else "", submit_dir=os.getcwd(),
+                     default_output=default_output)
+
+
+def _one_source(given: list[str]) -> None:
+    if len(given) > 1:
+        names = " and ".join("--" + s.replace("_", "-") for s in given)
         raise UsageError(f"{names} cannot be combined: give one source of tasks")
+
+
+def make_spec(opts: dict, command: Sequence[str], *, lines: list[str] | None = None,
+              items: list[str] | None = None, source: str = "", submit_dir: str,
+              default_output: str | None = None) -> dict:
+    """The pure part of :func:`build_spec`, which the HTTP API uses too: a job spec from
+    options whose tasks are already read.
+
+    `lines` are --each-line's non-blank lines, `items` --from-json's elements (each as JSON
+    text); `source` names where they came from, for messages.  Relative paths start at
+    `submit_dir`.  No I/O; raises UsageError for bad combinations."""
+    _one_source([k for k, given in (("array", bool(opts.get("array"))),
+                                    ("each_line", lines is not None),
+                                    ("from_json", items is not None)) if given])
     cmd = list(command)
     entries = None
     shell = False
@@ -127,19 +151,18 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
         ids = parse_array(opts["array"])
         ranges = [list(r) for r in ids.ranges]
         kind = "array"
-    elif opts.get("each_line") or opts.get("from_json"):
-        if opts.get("each_line"):
-            entries = _read_lines(opts["each_line"])
+    elif lines is not None or items is not None:
+        if lines is not None:
+            entries = list(lines)
             kind = "lines"
             shell = not cmd
             if shell:
                 entries = [e for e in entries if not e.lstrip().startswith("#")]
         else:
-            entries = _read_json(opts["from_json"])
+            entries = list(items)
             kind = "json"
         if not entries:
-            src = opts.get("each_line") or opts.get("from_json")
-            raise UsageError(f"{src!r} holds no tasks: it is empty")
+            raise UsageError(f"{source or 'the list of tasks'} holds no tasks: it is empty")
         if len(entries) > MAX_TASKS_PER_JOB:
             raise UsageError(f"too many tasks ({len(entries):,}); split the file")
         ranges = [[0, len(entries) - 1, 1]]
@@ -148,7 +171,6 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
         kind = "single"
     if not cmd and not shell:
         raise UsageError("no command: give it after `--`, e.g. `hpcqueue submit -- ./sim.sh`")
-    submit_dir = os.getcwd()
     stdout = opts.get("stdout") or default_output or DEFAULT_STDOUT
     stderr = opts.get("stderr") or default_output or DEFAULT_STDERR
     cwd = opts.get("cwd")
