@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from typing import Sequence
 
 import click
 
@@ -197,10 +198,35 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
     """A job spec from the parsed options; raises UsageError for bad combinations.
 
     STREAM: `--each-line -` is read later, as it comes: an open job with no task yet."""
-    sources = [k for k in ("array", "each_line", "from_json") if opts.get(k)]
-    if len(sources) > 1:
-        names = " and ".join("--" + s.replace("_", "-") for s in sources)
+    _one_source([k for k in ("array", "each_line", "from_json") if opts.get(k)])
+    lines = None
+    if opts.get("each_line"):
+        lines = [] if stream else _read_lines(opts["each_line"])
+    items = _read_json(opts["from_json"]) if opts.get("from_json") else None
+    source = opts.get("each_line") or opts.get("from_json")
+    return make_spec(opts, command, lines=lines, items=items,
+                     source=repr(source) if source else "", submit_dir=os.getcwd(),
+                     default_output=default_output, stream=stream)
+
+
+def _one_source(given: list[str]) -> None:
+    if len(given) > 1:
+        names = " and ".join("--" + s.replace("_", "-") for s in given)
         raise UsageError(f"{names} cannot be combined: give one source of tasks")
+
+
+def make_spec(opts: dict, command: Sequence[str], *, lines: list[str] | None = None,
+              items: list[str] | None = None, source: str = "", submit_dir: str,
+              default_output: str | None = None, stream: bool = False) -> dict:
+    """The pure part of :func:`build_spec`, which the HTTP API uses too: a job spec from
+    options whose tasks are already read.
+
+    `lines` are --each-line's non-blank lines, `items` --from-json's elements (each as JSON
+    text); `source` names where they came from, for messages.  Relative paths start at
+    `submit_dir`.  No I/O; raises UsageError for bad combinations."""
+    _one_source([k for k, given in (("array", bool(opts.get("array"))),
+                                    ("each_line", lines is not None),
+                                    ("from_json", items is not None)) if given])
     cmd = list(command)
     entries = None
     shell = False
@@ -208,18 +234,16 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
         ids = parse_array(opts["array"])
         ranges = [list(r) for r in ids.ranges]
         kind = "array"
-    elif opts.get("each_line") or opts.get("from_json"):
-        if opts.get("each_line"):
+    elif lines is not None or items is not None:
+        if lines is not None:
             shell = not cmd
-            entries = [] if stream else [e for e in _read_lines(opts["each_line"])
-                                         if task_line(e, shell)]
+            entries = [e for e in lines if task_line(e, shell)]
             kind = "lines"
         else:
-            entries = _read_json(opts["from_json"])
+            entries = list(items)
             kind = "json"
         if not entries and not stream:
-            src = opts.get("each_line") or opts.get("from_json")
-            raise UsageError(f"{src!r} holds no tasks: it is empty")
+            raise UsageError(f"{source or 'the list of tasks'} holds no tasks: it is empty")
         if len(entries) > MAX_TASKS_PER_JOB:
             raise UsageError(f"too many tasks ({len(entries):,}); split the file")
         ranges = [[0, len(entries) - 1, 1]] if entries else []
@@ -228,7 +252,6 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
         kind = "single"
     if not cmd and not shell:
         raise UsageError("no command: give it after `--`, e.g. `hpcqueue submit -- ./sim.sh`")
-    submit_dir = os.getcwd()
     stdout = opts.get("stdout") or default_output or DEFAULT_STDOUT
     stderr = opts.get("stderr") or default_output or DEFAULT_STDERR
     cwd = opts.get("cwd")

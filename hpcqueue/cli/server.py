@@ -1,4 +1,4 @@
-"""`hpcqueue server start|stop|info`."""
+"""`hpcqueue server start|stop|info|http-token`."""
 
 from __future__ import annotations
 
@@ -96,3 +96,25 @@ def info(ctx, output):
         ("server dir", r["server_dir"]), ("journal", r["journal"]),
         ("jobs", r["jobs"]), ("waiting tasks", r["waiting"]), ("workers", r["workers"]),
     ])
+
+
+@server.command("http-token")
+@server_dir_option
+@click.option("--url", "url", is_flag=True, help="Print the HTTP API's URL instead.")
+@click.pass_context
+def http_token(ctx, url):
+    """Print the HTTP API's bearer token (new at each server start), from the access record.
+
+    \b
+      curl -H "Authorization: Bearer $(hpcqueue server http-token)" \\
+           --data-binary 'echo hi' "$(hpcqueue server http-token --url)/jobs"
+    """
+    from hpcqueue.access import read_access
+    from hpcqueue.exceptions import HpcqueueError
+
+    directory = get_server_dir(ctx)
+    record = read_access(directory)
+    if not record.http_token:
+        raise HpcqueueError(f"the server in {directory} does not serve HTTP: start it with "
+                            "`hpcqueue server start --http-port PORT`")
+    click.echo(record.http_url if url else record.http_token)

@@ -1,9 +1,9 @@
 """The server's life, top to bottom: serve -> startup -> main loop -> shutdown.
 
-Startup restores the journal (if any), binds the port and writes the access
-record.  The main loop syncs the journal and watches heartbeats until a
-signal or `server stop` ends it.  Shutdown tells workers to stop, closes the
-journal and removes the access record.
+Startup restores the journal (if any), binds the port (and the HTTP API's, if
+asked) and writes the access record.  The main loop syncs the journal and
+watches heartbeats until a signal or `server stop` ends it.  Shutdown tells
+workers to stop, closes the journal and removes the access record.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class Server:
         self.stopping = asyncio.Event()
         self.port = 0
         self.restored_events = 0
+        self.http = None  # the HTTP API (hpcqueue.server.http.HttpApi), when it is on
         self._conn_tasks: set[asyncio.Task] = set()
         self._dropped = RateLimitedLog(log, DROP_LOG_INTERVAL)
 
@@ -106,6 +107,10 @@ class Server:
         cfg = self.config
         if cfg.write_access:
             check_no_live_server(cfg)
+        if cfg.http_port is not None:  # its TLS is checked before anything is journaled
+            from hpcqueue.server.http import HttpApi
+
+            self.http = HttpApi(cfg)
         state, journal = ServerState(), None
         if cfg.journal is not None:
             state, journal = self._open_journal(cfg)
@@ -124,6 +129,14 @@ class Server:
                 journal.close()
             raise HpcqueueError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
         self.port = self.listener.sockets[0].getsockname()[1]
+        if self.http is not None:
+            try:
+                await self.http.start(core)
+            except HpcqueueError:
+                self.listener.close()
+                if journal is not None:
+                    journal.close()
+                raise
         core.autoalloc = AutoAlloc(core, cfg.server_dir)
         core.autoalloc.start()
         host = cfg.host if cfg.host not in ("0.0.0.0", "::", "") else socket.gethostname()
@@ -137,6 +150,8 @@ class Server:
                 host=host, port=self.port, server_id=self.server_id, key=self.key.hex(),
                 pid=os.getpid(), hostname=socket.gethostname(), started=time.time(),
                 journal=str(cfg.journal) if cfg.journal else None,
+                http_url=self.http.url if self.http else None,
+                http_token=self.http.token if self.http else None,
             ))
         log.info("server %s listening on %s:%d (server dir %s)", self.server_id, host,
                  self.port, cfg.server_dir)
@@ -227,6 +242,8 @@ class Server:
         core = self.core
         if core.autoalloc is not None:
             core.autoalloc.stop()
+        if self.http is not None:
+            await self.http.stop()
         if self.listener is not None:
             self.listener.close()
         for peer in list(core.live.values()):
