@@ -105,7 +105,7 @@ def job_wait(ctx, job_id, progress):
     Exit code 0 if every task of them finished, 1 if any failed or was canceled."""
     from hpcqueue.cli import waiting
 
-    return waiting.report(waiting.wait(ctx, job_id, progress))
+    return waiting.report(waiting.wait(ctx, job_id, progress, unfinished=True))
 
 
 @job.command("progress")

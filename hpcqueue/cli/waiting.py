@@ -41,13 +41,14 @@ class ProgressBar:
         self.progress.update(self.task, completed=done, total=t["tasks"], detail=detail)
 
 
-def wait(ctx: click.Context, jobs, progress: bool) -> list[dict]:
-    """Block until the jobs end; returns their summaries."""
+def wait(ctx: click.Context, jobs, progress: bool, unfinished: bool = False) -> list[dict]:
+    """Block until the jobs end; returns their summaries.  UNFINISHED: `all` means the jobs
+    unfinished now (`job wait`), not every job the server holds (`job progress`)."""
     from hpcqueue.access import connect
 
     conn = connect(get_server_dir(ctx), timeout=None)
     try:
-        conn.send({"op": "wait", "jobs": jobs, "progress": progress})
+        conn.send({"op": "wait", "jobs": jobs, "progress": progress, "unfinished": unfinished})
         if not progress:
             return check_reply(conn.recv())["jobs"]
         with ProgressBar() as bar:

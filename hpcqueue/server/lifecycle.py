@@ -328,9 +328,10 @@ class Server:
         tasks that fail for good (``failures``: those failed so far first, then each as it
         fails, ``{"failed": [row, ...]}``)."""
         core = self.core
-        # `all`: the jobs unfinished now, not every job ever (an old failed job would make
-        # every later `job wait all` fail)
-        ids = _job_ids(core, msg.get("jobs", "all"), unfinished_if_all=True)
+        # with `unfinished` (`job wait`), `all` is the jobs unfinished now, not every job
+        # ever: an old failed job would make every later `job wait all` fail
+        ids = _job_ids(core, msg.get("jobs", "all"),
+                       unfinished_if_all=check_flag(msg, "unfinished"))
         watch = FailureWatch(core, peer, ids) if check_flag(msg, "failures") else None
         waiter = core.add_waiter(set(ids))
         eof = asyncio.ensure_future(peer.reader.read(1))
