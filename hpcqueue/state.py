@@ -24,6 +24,8 @@ Events (``e`` is the kind, ``t`` the server's clock when it happened):
 - ``append``: tasks were added to an open job (``id``, ``entries``: their entries, which get
   the ids after the job's last)
 - ``close``: an open job takes no more tasks (``id``); it ends once its tasks have
+- ``forget``: ended jobs are dropped (``ids``); their ids are not given out again
+  (``next_job_id`` stays), and a snapshot written later simply lacks them
 - ``snapshot``, ``snapjob``, ``snapcols``: the whole state, written by compaction; see
   :mod:`hpcqueue.journal.snapshot`
 - ``note``: a line for people (``msg``), e.g. the journal could be written again; no change
@@ -181,6 +183,19 @@ class ServerState:
             return
         job.open = False
         self._maybe_done(job, ev["t"])
+
+    def _on_forget(self, ev: dict) -> None:
+        for job_id in ev["ids"]:
+            job = self.jobs.get(job_id)
+            if job is None or not job.done:  # (the server forgets ended jobs only)
+                continue
+            del self.jobs[job_id]
+            if self.ready.pop(job_id, None) is not None:
+                self._ready_order = None
+            key = job.spec.get("unique")
+            if key is not None and self.unique.get(key) == job_id:
+                del self.unique[key]
+            # entries of its delayed retries in `delayed` are dropped when they come up
 
     def _on_worker(self, ev: dict) -> None:
         info = ev["info"]

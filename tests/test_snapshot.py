@@ -294,6 +294,11 @@ class History:
             self.record(e="cancel", ids=[ids[a % len(ids)]] + ([ids[b % len(ids)]] if c % 2
                                                                else []))
 
+    def do_forget(self, a, b, c):
+        ended = [j for j, job in self.live.jobs.items() if job.done]
+        if ended:
+            self.record(e="forget", ids=sorted({ended[a % len(ended)], ended[b % len(ended)]}))
+
     def do_gone(self, a, b, c):
         workers = self.running_workers()
         if workers:
@@ -511,6 +516,20 @@ def test_rich_history_covers_what_it_should():
     assert any("retry timeout" in msg for j in jobs for msg in j.errors.values())
     assert any(j.retry_delay and j.state is not None and max(j.starts) > 1 for j in jobs)
     assert any(live.jobs[jid].retry_at.get(i) != at for at, jid, i in live.delayed)
+
+
+def test_a_forgotten_job_is_gone_after_replay_and_snapshot_and_its_id_is_not_reused():
+    h = History()
+    h.step("submit", 2, 0, 0)
+    h.step("submit", 2, 0, 0)
+    h.record(e="cancel", ids=[1])
+    h.record(e="forget", ids=[1, 2])  # job 2 is not done: apply leaves it
+    assert list(h.live.jobs) == [2] and h.live.next_job_id == 3
+    replayed = restore(journaled(h.events))
+    assert_same(h.live, replayed)
+    loaded = restore(snapshot_of(replayed))
+    assert_same(replayed, loaded)
+    assert 1 not in loaded.jobs and loaded.next_job_id == 3
 
 
 def test_a_lost_worker_requeues_in_the_same_order_after_a_snapshot():

@@ -30,6 +30,16 @@ output_option = click.option(
 )
 
 
+list_output_option = click.option(
+    "--output", "output", type=click.Choice(["table", "json", "ndjson"]), default="table",
+    show_default=True,
+    help="Output format: a table, a JSON array, or JSON lines (one object a line); all are "
+         "written as the rows come.",
+)
+limit_option = click.option("--limit", type=click.IntRange(min=1), metavar="N",
+                            help="At most N rows.")
+
+
 def get_server_dir(ctx: click.Context):
     return server_dir(ctx.meta.get("server_dir"))
 
@@ -50,21 +60,50 @@ DURATION = Duration()
 
 
 class JobRef(click.ParamType):
-    """A job id, `last`, or (where allowed) `all`."""
+    """One job: its id or `last` (a selector naming several jobs is refused)."""
 
     name = "ID"
 
     def __init__(self, allow_all: bool = False):
-        self.allow_all = allow_all
+        self.allow_all = allow_all  # (older callers; JobSelectorType takes several jobs)
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int) or value == "last" or (self.allow_all and value == "all"):
+        from hpcqueue.selectors import one_job
+
+        if isinstance(value, int):
             return value
         try:
-            return int(value)
-        except ValueError:
-            extra = ", `last` or `all`" if self.allow_all else " or `last`"
-            self.fail(f"{value!r} is not a job id: give a number{extra}", param, ctx)
+            return one_job(value)
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
+
+
+class JobSelectorType(click.ParamType):
+    """Jobs: `3`, `1-3,7`, `last` or `all`; sent to the server as its text, normalized."""
+
+    name = "JOBS"
+
+    def convert(self, value, param, ctx):
+        from hpcqueue.selectors import parse_jobs
+
+        try:
+            return str(parse_jobs(value))
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
+
+
+class TaskSelectorType(click.ParamType):
+    """Task ids: `7`, `1-100` or `1-100,200`; sent as its text, normalized."""
+
+    name = "RANGE"
+
+    def convert(self, value, param, ctx):
+        from hpcqueue.selectors import format_ranges, parse_tasks
+
+        try:
+            return format_ranges(parse_tasks(value))
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
 
 
 def request(ctx: click.Context, op: str, timeout: float | None = 60.0, **fields) -> dict:
@@ -87,6 +126,117 @@ def check_reply(reply) -> dict:
         kind = NotFound if reply.get("kind") == "NotFound" else RequestError
         raise kind(reply.get("error") or "the server refused the request")
     return reply
+
+
+def pages(ctx: click.Context, op: str, count, limit: int | None = None, **fields):
+    """The pages of a paged listing (`jobs`, `tasks`), one request each on one connection.
+
+    The request for the next page goes out as soon as a page has come, so the server
+    builds it while this one is written; COUNT(page) says how many rows a page holds, and
+    pages stop after LIMIT rows.  `fixed` fields from the first reply (the job a `last`
+    named) hold for the later pages."""
+    from hpcqueue.access import connect
+
+    import os
+
+    # rows a page may hold: the server's most (None), or fewer (tests page small listings)
+    size = int(os.environ.get(ENV_PAGE_ROWS) or 0) or None
+    conn = connect(get_server_dir(ctx), timeout=60)
+    try:
+        left = limit
+        conn.send({"op": op, **fields, "limit": _least(left, size)})
+        while True:
+            page = check_reply(conn.recv())
+            if left is not None:
+                left -= count(page)
+            more = page.get("next") is not None and (left is None or left > 0)
+            if more:
+                if "job" in fields:
+                    fields["job"] = page["job"]
+                conn.send({"op": op, **fields, "after": page["next"],
+                           "limit": _least(left, size)})
+            yield page
+            if not more:
+                return
+    finally:
+        conn.close()
+
+
+ENV_PAGE_ROWS = "HPCQUEUE_PAGE_ROWS"
+
+
+def _least(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+class RowWriter:
+    """Rows written as they come: JSON lines, a JSON array, or a table.
+
+    A table that fits in one page of the server and on the screen is a rich table; a longer
+    one is written as fixed-width lines under one header (a rich table needs every row
+    first), its widths from the first rows."""
+
+    def __init__(self, output: str, columns: list[str], cells):
+        self.output, self.columns, self.cells = output, columns, cells
+        self.out = sys.stdout
+        self.started = False
+        self.widths: list[int] | None = None
+
+    def write(self, rows: list[dict], last: bool = False, text: str | None = None) -> None:
+        """ROWS (TEXT: the same as JSON lines already, for ndjson); LAST: no page follows."""
+        out = self.out
+        if self.output == "ndjson":
+            out.write(text if text is not None else
+                      "".join(json.dumps(r, default=str) + "\n" for r in rows))
+        elif self.output == "json":
+            if rows:
+                lead = ",\n" if self.started else "[\n"
+                out.write(lead + ",\n".join(json.dumps(r, default=str) for r in rows))
+                self.started = True
+        else:
+            cells = [["-" if v is None else str(v) for v in self.cells(r)] for r in rows]
+            if not self.started and last and len(cells) < _screen_lines():
+                self.started = True
+                self.widths = []
+                return print_table(self.columns, cells)
+            if self.widths is None:
+                self.widths = [max([len(c)] + [len(r[k]) for r in cells])
+                               for k, c in enumerate(self.columns)]
+            if not self.started:
+                self.started = True
+                out.write(self._line(self.columns, bold=out.isatty()))
+            out.write("".join(self._line(r) for r in cells))
+        out.flush()
+
+    def _line(self, cells: list[str], bold: bool = False) -> str:
+        w = self.widths
+        line = " ".join(c.ljust(w[k]) for k, c in enumerate(cells[:-1])) + " " + cells[-1]
+        line = line.rstrip() + "\n"
+        return click.style(line, bold=True) if bold else line
+
+    def close(self) -> None:
+        if self.output == "json":
+            self.out.write("\n]\n" if self.started else "[]\n")
+        elif self.output == "table" and not self.started:
+            print_table(self.columns, [])
+        self.out.flush()
+
+
+def _screen_lines() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((80, 40)).lines - 2
+
+
+def quiet_broken_pipe() -> int:
+    """The reader of stdout went away (`| head`): stop quietly, exit 0.  Stdout becomes
+    /dev/null, so that the flush at exit does not complain."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
 
 
 def print_json(data) -> None:

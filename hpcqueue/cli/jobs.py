@@ -7,8 +7,9 @@ import sys
 import click
 
 from hpcqueue.cli.common import (
-    JobRef, output_option, print_fields, print_json, print_table, request, server_dir_option,
-    when,
+    JobRef, JobSelectorType, RowWriter, TaskSelectorType, limit_option, list_output_option,
+    output_option, pages, print_fields, print_json, quiet_broken_pipe, request,
+    server_dir_option, when,
 )
 from hpcqueue.model import TaskState, JobState, format_duration
 
@@ -22,22 +23,37 @@ def job():
     """List, inspect, wait for, close and cancel jobs."""
 
 
+JOBS = JobSelectorType()
+JOB_COLUMNS = ["ID", "NAME", "STATE", "TASKS", "WAITING", "RUNNING", "FINISHED", "FAILED",
+               "CANCELED"]
+
+
 @job.command("list")
 @server_dir_option
+@click.argument("jobs", type=JOBS, required=False)
 @click.option("--filter", "filters", multiple=True, type=click.Choice(JOB_STATES),
               help="Only jobs in this state (repeatable).")
-@output_option
+@limit_option
+@list_output_option
 @click.pass_context
-def job_list(ctx, filters, output):
-    """All jobs, one line each."""
-    rows = request(ctx, "jobs", filter=list(filters))["jobs"]
-    if output == "json":
-        return print_json(rows)
-    print_table(
-        ["ID", "NAME", "STATE", "TASKS", "WAITING", "RUNNING", "FINISHED", "FAILED", "CANCELED"],
-        [[j["id"], j["name"], _state(j), j["tasks"], j["waiting"], j["running"],
-          j["finished"], j["failed"], j["canceled"]] for j in rows],
-    )
+def job_list(ctx, jobs, filters, limit, output):
+    """Jobs, one line each: all of them, or JOBS (e.g. 1-3,7 or last)."""
+    writer = RowWriter(output, JOB_COLUMNS, lambda j: [
+        j["id"], j["name"], _state(j), j["tasks"], j["waiting"], j["running"], j["finished"],
+        j["failed"], j["canceled"]])
+    fields = {"filter": list(filters)}
+    if jobs is not None:
+        fields["jobs"] = jobs
+    try:
+        for page in pages(ctx, "jobs", lambda p: len(p["jobs"]), limit, **fields):
+            rows = page["jobs"]
+            if limit is not None:
+                rows = rows[:limit]
+            writer.write(rows, last=page["next"] is None)
+        writer.close()
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+    return 0
 
 
 def _state(j: dict) -> str:
@@ -80,19 +96,21 @@ def job_info(ctx, job_id, output):
 
 @job.command("wait")
 @server_dir_option
-@click.argument("job_id", type=JobRef(allow_all=True))
+@click.argument("job_id", metavar="JOBS", type=JOBS)
 @click.option("--progress", is_flag=True, help="Show a progress bar while waiting.")
 @click.pass_context
 def job_wait(ctx, job_id, progress):
-    """Wait until a job (or all jobs) end; exit code 1 if any task failed."""
+    """Wait until jobs end: JOBS is e.g. 3, 1-3,7, last or all (the jobs unfinished now).
+
+    Exit code 0 if every task of them finished, 1 if any failed or was canceled."""
     from hpcqueue.cli import waiting
 
-    return waiting.report(waiting.wait(ctx, job_id, progress))
+    return waiting.report(waiting.wait(ctx, job_id, progress, unfinished=True))
 
 
 @job.command("progress")
 @server_dir_option
-@click.argument("job_id", type=JobRef(allow_all=True))
+@click.argument("job_id", metavar="JOBS", type=JOBS)
 @click.pass_context
 def job_progress(ctx, job_id):
     """A live progress bar until a job (or all jobs) end."""
@@ -103,15 +121,31 @@ def job_progress(ctx, job_id):
 
 @job.command("cancel")
 @server_dir_option
-@click.argument("job_id", type=JobRef(allow_all=True))
+@click.argument("job_id", metavar="JOBS", type=JOBS)
 @click.pass_context
 def job_cancel(ctx, job_id):
-    """Cancel a job's waiting and running tasks."""
+    """Cancel the waiting and running tasks of JOBS (e.g. 3, 1-3,7, last or all)."""
     ids = request(ctx, "cancel", jobs=job_id)["canceled"]
     if ids:
         click.echo(f"canceled job(s) {' '.join(map(str, ids))}")
     else:
         click.echo("nothing to cancel: the job has ended")
+
+
+@job.command("forget")
+@server_dir_option
+@click.argument("job_id", metavar="JOBS", type=JOBS)
+@click.pass_context
+def job_forget(ctx, job_id):
+    """Drop ended jobs (finished, failed or canceled) from the server and its journal.
+
+    JOBS is e.g. 3, 1-3,7, last or all (with `all`, the jobs that have ended).  An
+    unfinished job is refused: cancel it or wait for it first.  Job ids are never reused."""
+    ids = request(ctx, "forget", jobs=job_id)["forgotten"]
+    if ids:
+        click.echo(f"forgot job(s) {' '.join(map(str, ids))}")
+    else:
+        click.echo("nothing to forget: no job has ended")
 
 
 @job.command("close")
@@ -182,21 +216,37 @@ def _duration(t) -> str | None:
     return None
 
 
+TASK_COLUMNS = ["ID", "STATE", "EXIT", "WORKER", "INSTANCE", "TIME"]
+
+
 @task.command("list")
 @server_dir_option
 @click.argument("job_id", type=JobRef())
+@click.option("--tasks", "task_ids", type=TaskSelectorType(),
+              help="Only these task ids, e.g. 1-100,200.")
 @click.option("--filter", "filters", multiple=True, type=click.Choice(TASK_STATES),
               help="Only tasks in this state (repeatable).")
-@output_option
+@limit_option
+@list_output_option
 @click.pass_context
-def task_list(ctx, job_id, filters, output):
-    """The tasks of a job."""
-    rows = request(ctx, "tasks", timeout=300, job=job_id, filter=list(filters))["tasks"]
-    if output == "json":
-        return print_json(rows)
-    print_table(["ID", "STATE", "EXIT", "WORKER", "INSTANCE", "TIME"],
-                [[t["id"], t["state"], t["exit_code"], t["worker"], t["instance"], _duration(t)]
-                 for t in rows])
+def task_list(ctx, job_id, task_ids, filters, limit, output):
+    """The tasks of a job, in id order, written as they come from the server."""
+    from hpcqueue.jobs import page_ndjson, page_rows
+
+    writer = RowWriter(output, TASK_COLUMNS, lambda t: [
+        t["id"], t["state"], t["exit_code"], t["worker"], t["instance"], _duration(t)])
+    try:
+        for page in pages(ctx, "tasks", lambda p: p["rows"], limit, job=job_id,
+                          filter=list(filters), tasks=task_ids):
+            last = page["next"] is None
+            if output == "ndjson":
+                writer.write([], last, text=page_ndjson(page))
+            else:
+                writer.write(page_rows(page), last)
+        writer.close()
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+    return 0
 
 
 @task.command("info")

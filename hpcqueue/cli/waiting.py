@@ -41,13 +41,14 @@ class ProgressBar:
         self.progress.update(self.task, completed=done, total=t["tasks"], detail=detail)
 
 
-def wait(ctx: click.Context, jobs, progress: bool) -> list[dict]:
-    """Block until the jobs end; returns their summaries."""
+def wait(ctx: click.Context, jobs, progress: bool, unfinished: bool = False) -> list[dict]:
+    """Block until the jobs end; returns their summaries.  UNFINISHED: `all` means the jobs
+    unfinished now (`job wait`), not every job the server holds (`job progress`)."""
     from hpcqueue.access import connect
 
     conn = connect(get_server_dir(ctx), timeout=None)
     try:
-        conn.send({"op": "wait", "jobs": jobs, "progress": progress})
+        conn.send({"op": "wait", "jobs": jobs, "progress": progress, "unfinished": unfinished})
         if not progress:
             return check_reply(conn.recv())["jobs"]
         with ProgressBar() as bar:
@@ -64,7 +65,12 @@ def wait(ctx: click.Context, jobs, progress: bool) -> list[dict]:
 
 
 def report(jobs: list[dict]) -> int:
-    """Print one line per job; non-zero if any task failed or was canceled."""
+    """Print one line per job; the exit code of `job wait` and `submit --wait`: 0 only if
+    every task of the jobs waited for finished, 1 if any failed, was canceled or did not
+    end (the jobs waited for are those unfinished when the wait began, for `all`)."""
+    if not jobs:
+        click.echo("no unfinished job to wait for")
+        return 0
     bad = 0
     for j in jobs:
         parts = [f"{j['finished']} finished"]
@@ -73,5 +79,5 @@ def report(jobs: list[dict]) -> int:
         if j["canceled"]:
             parts.append(f"{j['canceled']} canceled")
         click.echo(f"job {j['id']} {j['state']}: {j['tasks']} tasks, {', '.join(parts)}")
-        bad += j["failed"] + j["canceled"]
+        bad += j["finished"] != j["tasks"]
     return 1 if bad else 0

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_right
 
 from hpcqueue.exceptions import NotFound, RequestError, UsageError
-from hpcqueue.jobs import MAX_CRASH_LIMIT, MAX_RETRIES
+from hpcqueue.jobs import (
+    MAX_CRASH_LIMIT, MAX_RETRIES, PAGE_ROWS, PAGE_ROWS_ENTRIES, list_page,
+)
 from hpcqueue.model import (
     ENV_NAME,
     MAX_COUNT,
@@ -27,6 +30,7 @@ from hpcqueue.model import (
     fill_placeholders,
     param_hash,
 )
+from hpcqueue.selectors import parse_jobs, parse_tasks, task_spans
 from hpcqueue.server.core import Core
 
 HANDLERS = {}
@@ -104,29 +108,49 @@ def _states(req: dict, key: str, enum) -> set | None:
     return set(value)
 
 
+def _selector(ref, key: str):
+    """A job selector from the wire: a job id, or selector text (`1-3,7`, `last`, `all`)."""
+    try:
+        return parse_jobs(ref)
+    except UsageError as e:
+        raise RequestError(f"{key!r}: {e}") from None
+
+
 def _job(core: Core, ref, key: str = "job"):
+    """The one job REF names: a job id, `last`, or a selector naming one job."""
     jobs = core.state.jobs
-    if ref == "last":
+    if not (_is_int(ref) or isinstance(ref, str)):
+        raise RequestError(f"{key!r} must be a job id or 'last', not {brief(ref)}")
+    one = _selector(ref, key).single()
+    if one is None:
+        raise RequestError(f"{key!r} must name one job, not {brief(ref)}: give one job id "
+                           "or 'last'")
+    if one == "last":
         if not jobs:
             raise NotFound("there are no jobs yet")
         return jobs[max(jobs)]
-    if not _is_int(ref):
-        raise RequestError(f"{key!r} must be a job id or 'last', not {brief(ref)}")
-    job = jobs.get(ref)
+    job = jobs.get(one)
     if job is None:
-        raise NotFound(f"no job {ref}: `hpcqueue job list` shows the jobs")
+        raise NotFound(f"no job {one}: `hpcqueue job list` shows the jobs")
     return job
 
 
-def _job_ids(core: Core, ref, key: str = "jobs") -> list[int]:
-    """Job ids from 'all', one job reference, or a list of them."""
-    if ref == "all":
-        return sorted(core.state.jobs)
-    refs = ref if isinstance(ref, list) else [ref]
-    if not all(_is_int(r) or r == "last" for r in refs):
+def _job_ids(core: Core, ref, key: str = "jobs", unfinished_if_all: bool = False) -> list[int]:
+    """Job ids, in order, from a selector (`all`, `1-3,7`, `last`), one job id, or a list of
+    job ids and 'last'.  With UNFINISHED_IF_ALL, `all` means the jobs not done yet."""
+    if isinstance(ref, list):
+        if not all(_is_int(r) or r == "last" for r in ref):
+            raise RequestError(f"{key!r} must be 'all', a job id, 'last' or a list of job "
+                               f"ids, not {brief(ref)}")
+        return list(dict.fromkeys(_job(core, r, key).id for r in ref))
+    if not (_is_int(ref) or isinstance(ref, str)):
         raise RequestError(f"{key!r} must be 'all', a job id, 'last' or a list of job ids, "
                            f"not {brief(ref)}")
-    return list(dict.fromkeys(_job(core, r, key).id for r in refs))
+    sel = _selector(ref, key)
+    jobs = core.state.jobs
+    if sel.all and unfinished_if_all:
+        return [j for j, job in jobs.items() if not job.done]
+    return sel.resolve(sorted(jobs))
 
 
 def _ranges(ids) -> tuple[list, int]:
@@ -336,13 +360,41 @@ def close(core: Core, req: dict) -> dict:
     return {"job": job.id, "closed": True, "tasks": job.n}
 
 
+PAGE_JOBS = 1000  # jobs a `jobs` page holds at most
+SCAN_JOBS = 100_000  # jobs a filtered `jobs` page looks at, at most
+
+
+def _page_args(req: dict, most: int) -> tuple[int, int]:
+    """(after, limit) of a paged request: where to go on from, and how many rows at most."""
+    after = req.get("after")
+    after = 0 if after is None else check_int(after, "after", 0, MAX_TASK_ID)
+    limit = req.get("limit")
+    limit = most if limit is None else check_int(limit, "limit", 1, MAX_TASK_ID)
+    return after, min(limit, most)
+
+
 @handler("jobs")
 def jobs(core: Core, req: dict) -> dict:
+    """A page of jobs (those of the selector `jobs`, default all) with an id past `after`,
+    `limit` at most; `next` is the `after` of the next page, or None at the end."""
     wanted = _states(req, "filter", JobState)
-    rows = [j.summary() for j in core.state.jobs.values()]
-    if wanted:
-        rows = [r for r in rows if r["state"] in wanted]
-    return {"jobs": rows}
+    after, limit = _page_args(req, PAGE_JOBS)
+    ref = req.get("jobs")
+    all_jobs = core.state.jobs
+    ids = _job_ids(core, "all" if ref is None else ref)
+    start = bisect_right(ids, after)
+    rows, nxt = [], None
+    for k in range(start, min(len(ids), start + SCAN_JOBS)):
+        if len(rows) == limit:
+            nxt = ids[k - 1]
+            break
+        row = all_jobs[ids[k]].summary()
+        if not wanted or row["state"] in wanted:
+            rows.append(row)
+    else:
+        if start + SCAN_JOBS < len(ids):
+            nxt = ids[start + SCAN_JOBS - 1]
+    return {"jobs": rows, "next": nxt}
 
 
 @handler("job_info")
@@ -353,9 +405,12 @@ def job_info(core: Core, req: dict) -> dict:
     info.update(spec=spec, array=job.ids.spec(), mean_runtime=job.mean_runtime,
                 errors=len(job.errors))
     if job.state is not None:
+        # counted in C (array.count), not by a loop in Python: a million tasks take a few ms,
+        # and the scan for the highest start only runs when some task started more than once
         starts = job.starts
-        info["max_instance"] = max(starts) - 1 if job.n else 0
-        info["restarted_tasks"] = sum(1 for s in starts if s > 1)
+        restarted = job.n - starts.count(0) - starts.count(1)
+        info["restarted_tasks"] = restarted
+        info["max_instance"] = max(starts) - 1 if restarted else 0
     return info
 
 
@@ -367,17 +422,50 @@ def cancel(core: Core, req: dict) -> dict:
     return {"canceled": ids}
 
 
+@handler("forget")
+def forget(core: Core, req: dict) -> dict:
+    """Drop ended jobs from the state and (through a ``forget`` event) the journal.  `all`
+    means every ended job; a selector that names an unfinished job is refused whole."""
+    ref = req.get("jobs")
+    ids = _job_ids(core, ref)
+    jobs = core.state.jobs
+    if ref == "all":
+        ids = [j for j in ids if jobs[j].done]
+    busy = [jobs[j] for j in ids if not jobs[j].done]
+    if busy:
+        job = busy[0]
+        more = f" (and {len(busy) - 1} more unfinished)" if len(busy) > 1 else ""
+        state = "open" if job.open else job.job_state().value
+        raise RequestError(
+            f"job {job.id} is {state}{more}: only ended jobs (finished, failed or canceled) "
+            f"can be forgotten; cancel it (`hpcqueue job cancel {job.id}`) or wait for it "
+            "first")
+    if ids:
+        core.record({"e": "forget", "ids": ids, "t": time.time()})
+    return {"forgotten": ids}
+
+
 @handler("tasks")
 def tasks(core: Core, req: dict) -> dict:
+    """A page of a job's tasks (see :func:`hpcqueue.jobs.list_page`): those of the id
+    selector `tasks` (default all) in a state of `filter`, from index `after`, `limit` at
+    most.  The client asks again with `after` = the reply's `next` until it is None."""
     job = _job(core, req.get("job"))
     wanted = _states(req, "filter", TaskState)
     codes = [i for i, s in enumerate(STATE_CODES) if s.value in wanted] if wanted else None
-    if codes is None:
-        rows = [job.task_row(i) for i in range(job.n)]
-    else:
-        rows = [job.task_row(i) for c in codes for i in job.indexes_in(c)]
-        rows.sort(key=lambda r: r["id"])
-    return {"job": job.id, "tasks": rows}
+    most = PAGE_ROWS_ENTRIES if job.entries is not None else PAGE_ROWS
+    after, limit = _page_args(req, most)
+    selected = req.get("tasks")
+    spans = None
+    if selected is not None:
+        if not isinstance(selected, str):
+            raise RequestError(f"'tasks' must be task ids as text (e.g. '1-100,200'), not "
+                               f"{brief(selected)}")
+        try:
+            spans = task_spans(parse_tasks(selected), job.ids.ranges)
+        except UsageError as e:
+            raise RequestError(f"'tasks': {e}") from None
+    return list_page(job, spans, codes, after, limit)
 
 
 def _task_index(job, task_id) -> int:

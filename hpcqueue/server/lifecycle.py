@@ -345,7 +345,10 @@ class Server:
         tasks that fail for good (``failures``: those failed so far first, then each as it
         fails, ``{"failed": [row, ...]}``)."""
         core = self.core
-        ids = _job_ids(core, msg.get("jobs", "all"))
+        # with `unfinished` (`job wait`), `all` is the jobs unfinished now, not every job
+        # ever: an old failed job would make every later `job wait all` fail
+        ids = _job_ids(core, msg.get("jobs", "all"),
+                       unfinished_if_all=check_flag(msg, "unfinished"))
         watch = FailureWatch(core, peer, ids) if check_flag(msg, "failures") else None
         waiter = core.add_waiter(set(ids))
         eof = asyncio.ensure_future(peer.reader.read(1))
@@ -362,7 +365,7 @@ class Server:
                 if watch is not None and watch.cut in done:
                     return  # it was told why
                 if period is not None and not waiter.event.is_set():
-                    core.send(peer, {"progress": [core.state.jobs[j].summary() for j in ids]})
+                    core.send(peer, {"progress": _summaries(core, ids)})
         finally:
             if watch is not None:
                 watch.stop()
@@ -372,7 +375,13 @@ class Server:
                 await eof  # let the read end before the next request is read
             except (asyncio.CancelledError, OSError, ConnectionError):
                 pass
-        core.send(peer, {"ok": True, "jobs": [core.state.jobs[j].summary() for j in ids]})
+        core.send(peer, {"ok": True, "jobs": _summaries(core, ids)})
+
+
+def _summaries(core: Core, ids: list[int]) -> list[dict]:
+    """The summaries of the jobs of IDS still held (one may have been forgotten since)."""
+    jobs = core.state.jobs
+    return [jobs[j].summary() for j in ids if j in jobs]
 
 
 STREAM_BUFFER_LIMIT = 16 << 20  # bytes a stream client may fall behind before it is cut
