@@ -220,8 +220,8 @@ def _ended_in(path: str, buf, keep, damage: Damage) -> list[Ended]:
     """The ended tasks of one log kept by KEEP(task): from its index, then its tail."""
     records, last, intact = _read_index(path, keep, damage)
     out = [Ended(r[1], r[2], r[3], r[4], path) for r in records]
-    if not intact:
-        last = None
+    if not intact or (last is not None and last >= len(buf)):
+        last = None  # a damaged index, or one ahead of a log cut short: scan it all
     if len(buf) < HEADER_LEN or buf[:HEADER_LEN] != header():
         damage.add(path, 0, min(len(buf), HEADER_LEN))
     start = HEADER_LEN if last is None else last
@@ -288,7 +288,18 @@ class JobLogs:
             for key in keys:
                 latest[key[0]] = key
             keys = sorted(latest.values())
-        return [found[k] for k in keys]
+        return [e for e in (found[k] for k in keys) if self._intact_end(e)]
+
+    def _intact_end(self, e: Ended) -> bool:
+        """Whether E's end frame is there and intact (an index may be ahead of a log cut
+        short, or the frame damaged: then the task has not ended, as far as we can tell)."""
+        buf = self._maps[e.path]
+        got = _payload(buf, e.end, len(buf))
+        if got is not None and got[0][0] == END and got[0][2:4] == [e.task, e.instance]:
+            return True
+        for _ in scan(buf, e.end, e.end, self.damage, e.path):  # counts the damage
+            pass
+        return False
 
     def output(self, e: Ended, stream: str) -> TaskOutput:
         """What task E wrote to STREAM (stdout or stderr)."""
