@@ -47,7 +47,6 @@ INDEX_SUFFIX = ".hqidx"
 END, STDOUT, STDERR = 0, 1, 2
 STREAMS = {"stdout": STDOUT, "stderr": STDERR}
 INDEX = struct.Struct("<IQIQQ")  # crc, task, instance, first, end
-CHUNK = 1 << 16  # bytes read from a task's pipe at once
 
 
 def header() -> bytes:

@@ -25,13 +25,13 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from hpcqueue.model import fill_placeholders, param_hash
-from hpcqueue.streamlog import CHUNK, STDERR, STDOUT, LogWriter, job_dir
 from hpcqueue.worker.reaper import Reaper
 
 log = logging.getLogger("hpcqueue.worker")
 
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 MAX_OPEN_LOGS = 32  # streamed jobs' logs kept open; idle ones are closed beyond that
+STREAM_CHUNK = 1 << 16  # bytes read from a streamed task's pipe at once
 DRAIN_READS = 64  # reads of a task's pipe after it exited (a child it left may still write)
 
 
@@ -105,7 +105,7 @@ class Runner:
         self.idle_since = time.monotonic()
         self._dirs: set[str] = set()
         self.started = int(time.time())  # names this worker's stream logs
-        self.logs: dict[int, LogWriter] = {}  # job -> its stream log on this worker
+        self.logs: dict = {}  # job -> its stream log on this worker (streamlog.LogWriter)
         # a streamed task's pipes: (job, index) -> [stdout fd, stderr fd, first offset, log,
         # task id, instance]; a closed pipe's fd is -1
         self.pipes: dict[tuple, list] = {}
@@ -164,7 +164,7 @@ class Runner:
             try:
                 log_ = self._log(job)
             except OSError as e:
-                msg = f"cannot write the stream log in {job_dir(job.stream, job.id)}: " \
+                msg = f"cannot write the stream log in {job.stream}/job-{job.id}: " \
                       f"{e.strerror}"
                 self.loop.call_soon(self._finished, key, job, (126, t0, time.time(), msg))
                 return
@@ -176,8 +176,8 @@ class Runner:
         self.procs[key] = proc
         if reads is not None:
             self.pipes[key] = [reads[0], reads[1], log_.offset, log_, task[2], task[3]]
-            self.loop.add_reader(reads[0], self._readable, key, 0, STDOUT)
-            self.loop.add_reader(reads[1], self._readable, key, 1, STDERR)
+            self.loop.add_reader(reads[0], self._readable, key, 0, 1)  # streamlog.STDOUT
+            self.loop.add_reader(reads[1], self._readable, key, 1, 2)  # streamlog.STDERR
         if self.reaper is not None:
             self.reaper.started(proc.pid)  # its process group: a session of its own
         timer = None
@@ -224,9 +224,13 @@ class Runner:
 
     # ------------------------------------------------------------- streamed output
 
-    def _log(self, job: PreparedJob) -> LogWriter:
+    def _log(self, job: PreparedJob):
+        """The job's stream log on this worker (a streamlog.LogWriter), opened if need be."""
         log_ = self.logs.get(job.id)
         if log_ is None:
+            # imported here: a worker that runs no streamed job does not pay for it
+            from hpcqueue.streamlog import LogWriter, job_dir
+
             if len(self.logs) >= MAX_OPEN_LOGS:
                 busy = {k[0] for k in self.pipes}
                 for jid in [j for j in self.logs if j not in busy]:
@@ -240,7 +244,7 @@ class Runner:
         if pipes is None or pipes[k] < 0:
             return
         try:
-            data = os.read(pipes[k], CHUNK)
+            data = os.read(pipes[k], STREAM_CHUNK)
         except BlockingIOError:
             return
         except OSError:
@@ -261,13 +265,13 @@ class Runner:
 
     def _end_stream(self, key, pipes: list, code: int) -> None:
         """The task has exited: read what is left in its pipes, close them, write its end."""
-        for k, stream in ((0, STDOUT), (1, STDERR)):
+        for k, stream in ((0, 1), (1, 2)):  # streamlog.STDOUT, STDERR
             fd = pipes[k]
             if fd < 0:
                 continue
             for _ in range(DRAIN_READS):
                 try:
-                    data = os.read(fd, CHUNK)
+                    data = os.read(fd, STREAM_CHUNK)
                 except (BlockingIOError, OSError):
                     break
                 if not data:
