@@ -16,10 +16,12 @@ CRC-32, payload), each written with one `write`.  A payload is a msgpack list:
 
 The chunks of tasks that run side by side interleave; a task's chunks all lie between its
 FIRST offset and its end frame.  The index holds one record per ended task, appended right
-after its end frame: u32 CRC-32 of the rest, u64 task, u32 instance, u64 first, u64 end
-(the offset of the end frame).  It is only a cache: the end frames say the same, so a
-reader scans the log past the last indexed end (a crash between the two writes, or an
-index cut short) and, if an index record is damaged, the whole log.
+after its end frame: u64 task, u64 first, u64 end (the offset of the end frame), u32
+instance, u32 CRC-32 of the 28 bytes before.  Task ids come first and 8-aligned, so that a
+reader can pick the records of a range of tasks out of 100,000 without unpacking them all.
+The index is only a cache: the end frames say the same, so a reader scans the log past the
+last indexed end (a crash between the two writes, or an index cut short) and, if an index
+record it reads is damaged, the whole log.
 
 A reader skips what is not a whole frame with a good checksum (a torn tail after a
 kill -9, a flipped bit) by looking for the next frame magic, and counts the bytes it
@@ -32,6 +34,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import sys
 import zlib
 from dataclasses import dataclass, field
 
@@ -46,7 +49,7 @@ LOG_SUFFIX = ".hqlog"
 INDEX_SUFFIX = ".hqidx"
 END, STDOUT, STDERR = 0, 1, 2
 STREAMS = {"stdout": STDOUT, "stderr": STDERR}
-INDEX = struct.Struct("<IQIQQ")  # crc, task, instance, first, end
+INDEX = struct.Struct("<QQQII")  # task, first, end, instance, crc
 
 
 def header() -> bytes:
@@ -98,8 +101,8 @@ class LogWriter:
 
     def end(self, job: int, task: int, instance: int, code: int, first: int) -> None:
         at = self._frame(msgpack.packb([END, job, task, instance, code, first]))
-        rest = INDEX.pack(0, task, instance, first, at)[4:]
-        _write_all(self.index_fd, struct.pack("<I", zlib.crc32(rest)) + rest)
+        rest = INDEX.pack(task, first, at, instance, 0)[:-4]
+        _write_all(self.index_fd, rest + struct.pack("<I", zlib.crc32(rest)))
 
     def close(self) -> None:
         for fd in (self.fd, self.index_fd):
@@ -188,37 +191,55 @@ class Ended:
     path: str
 
 
-def _read_index(path: str, keep, damage: Damage) -> tuple[list, int, bool]:
-    """(records kept by KEEP(task), offset of the last indexed end or None, all intact)."""
+def _task_column(data, n: int):
+    """The task ids of the first N index records in DATA, without unpacking the records."""
+    if sys.byteorder == "little":
+        return memoryview(data)[:n * INDEX.size].cast("Q")[0::INDEX.size // 8]
+    return [rec[0] for rec in INDEX.iter_unpack(memoryview(data)[:n * INDEX.size])]
+
+
+def _read_index(path: str, keep, bounds, damage: Damage) -> tuple[list, int, bool]:
+    """(records kept by KEEP(task) among those within BOUNDS (lo, hi) if given, offset of the
+    last indexed end or None, whether the records read were intact)."""
     try:
         with open(path[:-len(LOG_SUFFIX)] + INDEX_SUFFIX, "rb") as f:
             data = f.read()
     except OSError:
         return [], None, True
-    n = len(data) // INDEX.size  # a record cut short is the crash's: the log says the same
     size = INDEX.size
+    n = len(data) // size  # a record cut short is the crash's: the log says the same
+
+    def intact(k: int):
+        rec = INDEX.unpack_from(data, k * size)
+        return rec if zlib.crc32(data[k * size:(k + 1) * size - 4]) == rec[4] else None
+
+    if bounds is None:
+        picks = range(n)
+    else:
+        lo, hi = bounds
+        picks = [k for k, t in enumerate(_task_column(data, n)) if lo <= t <= hi]
     records = []
-    for k, rec in enumerate(INDEX.iter_unpack(memoryview(data)[:n * size])):
-        if keep(rec[1]):
-            if zlib.crc32(data[k * size + 4:(k + 1) * size]) != rec[0]:
-                damage.index_records += 1
-                return [], None, False
+    for k in picks:
+        rec = intact(k)
+        if rec is None:
+            damage.index_records += 1
+            return [], None, False
+        if keep(rec[0]):
             records.append(rec)
     last = None
     if n:  # the last record: its end is the furthest
-        k = n - 1
-        rec = INDEX.unpack_from(data, k * size)
-        if zlib.crc32(data[k * size + 4:(k + 1) * size]) != rec[0]:
+        rec = intact(n - 1)
+        if rec is None:
             damage.index_records += 1
             return [], None, False
-        last = rec[4]
+        last = rec[2]
     return records, last, True
 
 
-def _ended_in(path: str, buf, keep, damage: Damage) -> list[Ended]:
+def _ended_in(path: str, buf, keep, bounds, damage: Damage) -> list[Ended]:
     """The ended tasks of one log kept by KEEP(task): from its index, then its tail."""
-    records, last, intact = _read_index(path, keep, damage)
-    out = [Ended(r[1], r[2], r[3], r[4], path) for r in records]
+    records, last, intact = _read_index(path, keep, bounds, damage)
+    out = [Ended(r[0], r[3], r[1], r[2], path) for r in records]
     if not intact or (last is not None and last >= len(buf)):
         last = None  # a damaged index, or one ahead of a log cut short: scan it all
     if len(buf) < HEADER_LEN or buf[:HEADER_LEN] != header():
@@ -274,12 +295,14 @@ class JobLogs:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def ended(self, keep=lambda task: True, all_instances: bool = False) -> list[Ended]:
+    def ended(self, keep=lambda task: True, all_instances: bool = False,
+              bounds: tuple[int, int] | None = None) -> list[Ended]:
         """Ended tasks kept by KEEP(task), by task id then instance; only each task's
-        latest instance unless ALL_INSTANCES."""
+        latest instance unless ALL_INSTANCES.  BOUNDS (lo, hi): all the tasks KEEP keeps
+        are within them, which spares looking at the others."""
         found: dict[tuple, Ended] = {}
         for path, buf in self._maps.items():
-            for e in _ended_in(path, buf, keep, self.damage):
+            for e in _ended_in(path, buf, keep, bounds, self.damage):
                 found.setdefault((e.task, e.instance), e)
         keys = sorted(found)
         if not all_instances:

@@ -232,26 +232,26 @@ def _cat_streamed(out, reply: dict, stream: str, task_id, ranges, tail,
     of them that hold the wanted tasks.  Returns a line about skipped damage."""
     from hpcqueue.streamlog import JobLogs, tail_lines
 
-    keep = _keeper(task_id, ranges, reply.get("failed"))
+    keep, bounds = _keeper(task_id, ranges, reply.get("failed"))
     with JobLogs(reply["dir"]) as logs:
-        for e in logs.ended(keep, all_instances):
+        for e in logs.ended(keep, all_instances, bounds):
             data = logs.output(e, stream).data
             out.write(data if tail is None else tail_lines(data, tail))
         return logs.damage.message()
 
 
 def _keeper(task_id, ranges, failed):
-    """A fast predicate on task ids for the options given."""
+    """A predicate on task ids for the options given, and the bounds (lo, hi) of the ids it
+    keeps (None: no bounds)."""
     if failed is not None:
         wanted = set(failed)
-        return wanted.__contains__
+        return wanted.__contains__, (min(wanted), max(wanted)) if wanted else (1, 0)
     if task_id is not None:
-        return lambda t: t == task_id
+        return (lambda t: t == task_id), (task_id, task_id)
     if ranges:
-        lo, hi = ranges[0][0], max(r[1] for r in ranges)
-        return lambda t: lo <= t <= hi and any(
-            a <= t <= b and (t - a) % c == 0 for a, b, c in ranges)
-    return lambda t: True
+        return (lambda t: any(a <= t <= b and (t - a) % c == 0 for a, b, c in ranges)), \
+            (ranges[0][0], max(r[1] for r in ranges))
+    return (lambda t: True), None
 
 
 @job.command("failed")
