@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -164,30 +165,127 @@ def job_close(ctx, job_id):
         click.echo(f"job {reply['job']} is not open: nothing to close")
 
 
+class TaskIds(click.ParamType):
+    """`--tasks 1-100,200`: task ids as `--array` writes them, kept as ranges."""
+
+    name = "IDS"
+
+    def convert(self, value, param, ctx):
+        from hpcqueue.exceptions import UsageError
+        from hpcqueue.model import parse_array
+
+        if isinstance(value, list):
+            return value
+        try:
+            return [list(r) for r in parse_array(value).ranges]
+        except UsageError as e:
+            self.fail(str(e).replace("--array", "--tasks"), param, ctx)
+
+
 @job.command("cat")
 @server_dir_option
 @click.argument("job_id", type=JobRef())
 @click.argument("stream", type=click.Choice(["stdout", "stderr"]))
 @click.option("--task", "task_id", type=int, help="Only this task.")
+@click.option("--tasks", "ranges", type=TaskIds(), metavar="IDS",
+              help="Only these tasks, e.g. 1-100,200.")
+@click.option("--failed", is_flag=True, help="Only the failed tasks.")
+@click.option("--tail", type=click.IntRange(min=0), metavar="N",
+              help="Only the last N lines of each task.")
+@click.option("--all-instances", is_flag=True,
+              help="Every run of a task, not only its latest (streamed jobs, or files named "
+                   "with %{INSTANCE_ID}).")
 @click.pass_context
-def job_cat(ctx, job_id, stream, task_id):
-    """Print what the tasks of a job wrote to stdout or stderr."""
-    files = request(ctx, "cat", job=job_id, stream=stream, task=task_id)["files"]
+def job_cat(ctx, job_id, stream, task_id, ranges, failed, tail, all_instances):
+    """Print what the tasks of a job wrote to stdout or stderr, in task order."""
+    reply = request(ctx, "cat", job=job_id, stream=stream, task=task_id, tasks=ranges,
+                    failed=failed, all_instances=all_instances)
     out = sys.stdout.buffer
-    missing = 0
+    try:
+        if "dir" in reply:
+            problem = _cat_streamed(out, reply, stream, task_id, ranges, tail, all_instances)
+        else:
+            problem = _cat_files(out, reply["files"], tail)
+        out.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+    if problem:
+        click.echo(f"hpcqueue: job {reply['job']} {stream}: {problem}", err=True)
+    return 0
+
+
+def _cat_files(out, files: list, tail: int | None) -> str | None:
+    """Write the task files in order; a file that is not there (a task that never wrote
+    it) is skipped quietly.  Returns a line about those that could not be read."""
+    from hpcqueue.streamlog import tail_lines
+
+    bad, first = 0, None
     for _, path in files:
         try:
-            with open(path, "rb") as f:
-                while True:
-                    chunk = f.read(1 << 16)
-                    if not chunk:
-                        break
+            f = open(path, "rb")
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            bad += 1
+            first = first or f"{path}: {e.strerror}"
+            continue
+        with f:
+            try:
+                if tail is not None:
+                    out.write(_file_tail(f, tail, tail_lines))
+                    continue
+                while chunk := f.read(1 << 16):
                     out.write(chunk)
-        except OSError:
-            missing += 1
-    out.flush()
-    if missing:
-        click.echo(f"hpcqueue: {missing} task file(s) could not be read", err=True)
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                bad += 1
+                first = first or f"{path}: {e.strerror}"
+    return f"{bad} task file(s) could not be read (first: {first})" if bad else None
+
+
+def _file_tail(f, n: int, tail_lines) -> bytes:
+    """The last N lines of an open file, read from its end."""
+    size = os.fstat(f.fileno()).st_size
+    block = 1 << 16
+    while True:
+        start = max(0, size - block)
+        f.seek(start)
+        data = f.read(size - start)
+        if start == 0 or data.count(b"\n") > n:
+            return tail_lines(data, n)
+        block *= 4
+
+
+def _cat_streamed(out, reply: dict, stream: str, task_id, ranges, tail,
+                  all_instances) -> str | None:
+    """Write the output of a streamed job's tasks from its logs, reading only the parts
+    of them that hold the wanted tasks.  Returns a line about skipped damage."""
+    from hpcqueue.streamlog import JobLogs, tail_lines
+
+    keep, bounds = _keeper(task_id, ranges, reply.get("failed"))
+    with JobLogs(reply["dir"]) as logs:
+        for e in logs.ended(keep, all_instances, bounds):
+            data = logs.output(e, stream).data
+            out.write(data if tail is None else tail_lines(data, tail))
+        return logs.damage.message()
+
+
+def _keeper(task_id, ranges, failed):
+    """A predicate on task ids for the options given, and the bounds (lo, hi) of the ids it
+    keeps (None: no bounds)."""
+    if failed is not None:
+        wanted = set(failed)
+        return wanted.__contains__, (min(wanted), max(wanted)) if wanted else (1, 0)
+    if task_id is not None:
+        return (lambda t: t == task_id), (task_id, task_id)
+    if ranges:
+        return (lambda t: any(a <= t <= b and (t - a) % c == 0 for a, b, c in ranges)), \
+            (ranges[0][0], max(r[1] for r in ranges))
+    return (lambda t: True), None
 
 
 @job.command("failed")

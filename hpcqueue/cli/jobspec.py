@@ -99,6 +99,10 @@ def task_options(fn):
                      help=f"Where each task's stdout goes (default {DEFAULT_STDOUT}; "
                           "`none` discards it)."),
         click.option("--stderr", metavar="PATH", help="Where each task's stderr goes."),
+        click.option("--stream", metavar="DIR",
+                     help="Write the stdout and stderr of all tasks into a few log files in "
+                          "DIR/job-ID (one per worker), not a file per task: the choice for "
+                          "big arrays. Read them with `hpcqueue job cat`."),
         click.option("--cwd", metavar="DIR", help="Working directory of each task."),
         click.option("--env", "env", multiple=True, metavar="K=V",
                      help="Set an environment variable for each task (repeatable)."),
@@ -252,8 +256,17 @@ def make_spec(opts: dict, command: Sequence[str], *, lines: list[str] | None = N
         kind = "single"
     if not cmd and not shell:
         raise UsageError("no command: give it after `--`, e.g. `hpcqueue submit -- ./sim.sh`")
-    stdout = opts.get("stdout") or default_output or DEFAULT_STDOUT
-    stderr = opts.get("stderr") or default_output or DEFAULT_STDERR
+    stream_dir = opts.get("stream")
+    if stream_dir:
+        given = [f"--{k}" for k in ("stdout", "stderr") if opts.get(k)]
+        if given:
+            raise UsageError(f"--stream cannot be combined with {' and '.join(given)}: with "
+                             "--stream the output of every task goes to the logs in DIR")
+        stream_dir = os.path.normpath(os.path.join(submit_dir, stream_dir))
+        stdout = stderr = None
+    else:
+        stdout = opts.get("stdout") or default_output or DEFAULT_STDOUT
+        stderr = opts.get("stderr") or default_output or DEFAULT_STDERR
     cwd = opts.get("cwd")
     for what, value in (("--stdout", stdout), ("--stderr", stderr), ("--cwd", cwd)):
         check_placeholders(value, what)
@@ -292,6 +305,8 @@ def make_spec(opts: dict, command: Sequence[str], *, lines: list[str] | None = N
         "env": parse_env(opts.get("env") or ()),
         "submit_dir": submit_dir,
     }
+    if stream_dir:
+        spec["stream"] = stream_dir
     if stream:
         spec["open"] = True
     return spec

@@ -325,5 +325,5 @@ def job_def(job: Job) -> dict:
     spec = job.spec
     return {k: spec.get(k) for k in (
         "kind", "cmd", "shell", "env", "cwd", "stdout", "stderr", "time_limit", "cpus", "res",
-        "submit_dir", "time_request",
+        "submit_dir", "time_request", "stream",
     )}

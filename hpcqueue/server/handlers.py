@@ -243,6 +243,14 @@ def check_spec(spec) -> dict:
         raise RequestError("'env' must map variable names (letters, digits, _) to strings "
                            "without NUL characters")
     cwd = _path_pattern(spec.get("cwd"), "cwd")
+    stream = check_str(spec.get("stream"), "stream")
+    if stream is not None:
+        if not os.path.isabs(stream):
+            raise RequestError(f"'stream' must be an absolute path (a directory), not "
+                               f"{brief(stream)}")
+        if spec.get("stdout") is not None or spec.get("stderr") is not None:
+            raise RequestError("'stream' cannot be combined with 'stdout' or 'stderr': the "
+                               "output of streamed tasks goes to the logs in its directory")
     if cwd and "%{CWD}" in cwd:
         raise RequestError("'cwd' cannot use %{CWD}: it defines it")
     checked = {
@@ -270,6 +278,8 @@ def check_spec(spec) -> dict:
     }
     if is_open:  # only then: the specs of other jobs stay as they were
         checked["open"] = True
+    if stream is not None:  # as "open"
+        checked["stream"] = stream
     return checked
 
 
@@ -493,33 +503,84 @@ def failed(core: Core, req: dict) -> dict:
     return {"job": job.id, "failed": out}
 
 
+MAX_CAT_RANGES = 10_000  # ranges in one `job cat --tasks`
+
+
+def _cat_filter(req: dict):
+    """Which task ids `cat` asks for: a predicate, or None for all ('task', or 'tasks' as
+    [start, stop, step] ranges)."""
+    one, ranges = req.get("task"), req.get("tasks")
+    if one is not None:
+        if not _is_int(one):
+            raise RequestError(f"'task' must be a task id (a whole number), not {brief(one)}")
+        return lambda t: t == one
+    if ranges is None:
+        return None
+    if not (isinstance(ranges, list) and len(ranges) <= MAX_CAT_RANGES and all(
+            isinstance(r, list) and len(r) == 3 and all(_is_int(x) for x in r) and r[2] >= 1
+            for r in ranges)):
+        raise RequestError(f"'tasks' must be a list of at most {MAX_CAT_RANGES} "
+                           f"[start, stop, step] ranges, not {brief(ranges)}")
+    return lambda t: any(a <= t <= b and (t - a) % c == 0 for a, b, c in ranges)
+
+
 @handler("cat")
 def cat(core: Core, req: dict) -> dict:
-    """The files a job's tasks wrote for a stream, resolved for the client to read."""
+    """Where a job's tasks wrote a stream, for the client to read: the files of the tasks
+    that started (resolved), or the directory of a streamed job's logs (`--stream`).
+    'failed': only the failed tasks (for a streamed job, their ids come back as 'failed')."""
     job = _job(core, req.get("job"))
     stream = req.get("stream")
     if not isinstance(stream, str) or stream not in ("stdout", "stderr"):
         raise RequestError(f"'stream' must be stdout or stderr, not {brief(stream)}")
-    template = job.spec.get(stream)
+    keep = _cat_filter(req)
+    only_failed = check_flag(req, "failed")
+    failed_ids = None
+    if only_failed:
+        failed_ids = [job.ids.id_at(i)
+                      for i in sorted(job.indexes_in(STATE_CODES.index(TaskState.FAILED)))]
+        if keep is not None:
+            failed_ids = [t for t in failed_ids if keep(t)]
+    spec = job.spec
+    if spec.get("stream"):
+        reply = {"job": job.id, "dir": os.path.join(spec["stream"], f"job-{job.id}")}
+        if failed_ids is not None:
+            reply["failed"] = failed_ids
+        return reply
+    template = spec.get(stream)
     if not template or template in ("none", "inherit"):
         raise RequestError(f"job {job.id} did not keep its {stream} (it was {template or 'none'})")
-    indexes = range(job.n) if req.get("task") is None else [_task_index(job, req.get("task"))]
+    if failed_ids is not None:
+        indexes = [job.ids.index_of(t) for t in failed_ids]
+    elif req.get("task") is not None:
+        indexes = [_task_index(job, req.get("task"))]
+    elif req.get("tasks") is not None and sum(
+            (b - a) // c + 1 for a, b, c in req["tasks"] if a <= b) <= job.n:
+        # fewer ids asked for than the job has: look them up, not the job's every task
+        found = (job.ids.index_of(t) for a, b, c in req["tasks"] for t in range(a, b + 1, c))
+        indexes = sorted({i for i in found if i is not None})
+    else:
+        indexes = range(job.n)
+    every = check_flag(req, "all_instances") and "%{INSTANCE_ID}" in (
+        template + (spec.get("cwd") or ""))
     out = []
-    spec = job.spec
     cwd_t = spec.get("cwd") or "%{SUBMIT_DIR}"
     for i in indexes:
         if job.state is None or job.starts[i] == 0:
             continue
         task_id = job.ids.id_at(i)
+        if keep is not None and not keep(task_id):
+            continue
         entry = job.entries[i] if job.entries is not None else None
-        values = {"JOB_ID": job.id, "TASK_ID": task_id,
-                  "INSTANCE_ID": job.starts[i] - 1,
-                  "SUBMIT_DIR": spec.get("submit_dir") or "",
-                  "HASH": lambda t=task_id, e=entry: param_hash(spec.get("kind"),
-                                                                spec.get("cmd"), t, e)}
-        values["CWD"] = fill_placeholders(cwd_t, values)
-        path = fill_placeholders(template, values)
-        out.append([values["TASK_ID"], os.path.join(values["CWD"], path)])
+        last = job.starts[i] - 1
+        for instance in range(last + 1) if every else (last,):
+            values = {"JOB_ID": job.id, "TASK_ID": task_id, "INSTANCE_ID": instance,
+                      "SUBMIT_DIR": spec.get("submit_dir") or "",
+                      "HASH": lambda t=task_id, e=entry: param_hash(spec.get("kind"),
+                                                                    spec.get("cmd"), t, e)}
+            values["CWD"] = fill_placeholders(cwd_t, values)
+            path = fill_placeholders(template, values)
+            out.append([task_id, os.path.join(values["CWD"], path)])
     return {"job": job.id, "files": out}
 
 

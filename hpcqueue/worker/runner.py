@@ -7,6 +7,11 @@ threads.  asyncio's own subprocess support is avoided: it is the slow path.
 Each task runs in a session of its own, so a time limit or a cancel kills the
 whole process group.  The runner lists each task's process group with a reaper
 process (:mod:`hpcqueue.worker.reaper`), which kills them if the worker dies.
+
+A job submitted with ``--stream DIR`` gets pipes instead of files: the loop reads them as
+they become readable and appends the chunks to the job's log on this worker
+(:mod:`hpcqueue.streamlog`); when the task exits, what is left in its pipes is read and
+its end is written, exit code and all.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from hpcqueue.worker.reaper import Reaper
 log = logging.getLogger("hpcqueue.worker")
 
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+MAX_OPEN_LOGS = 32  # streamed jobs' logs kept open; idle ones are closed beyond that
+STREAM_CHUNK = 1 << 16  # bytes read from a streamed task's pipe at once
+DRAIN_READS = 64  # reads of a task's pipe after it exited (a child it left may still write)
 
 
 def _wait_unreaped(proc: subprocess.Popen) -> None:
@@ -51,7 +59,7 @@ def _running(proc: subprocess.Popen) -> bool:
 
 class PreparedJob:
     __slots__ = ("id", "kind", "argv", "shell", "env", "cwd", "stdout", "stderr",
-                 "time_limit", "cpus", "res", "submit_dir", "time_request")
+                 "time_limit", "cpus", "res", "submit_dir", "time_request", "stream")
 
     def __init__(self, job_id: int, d: dict, base_env: dict):
         self.id = job_id
@@ -71,6 +79,7 @@ class PreparedJob:
         self.time_limit = d.get("time_limit") or None
         self.res = dict(d.get("res") or {})
         self.time_request = d.get("time_request") or 0
+        self.stream = d.get("stream") or None  # a dir: output goes to logs there
 
 
 class Runner:
@@ -95,6 +104,11 @@ class Runner:
         self.on_back = None  # called with tasks that no longer fit the time left
         self.idle_since = time.monotonic()
         self._dirs: set[str] = set()
+        self.started = int(time.time())  # names this worker's stream logs
+        self.logs: dict = {}  # job -> its stream log on this worker (streamlog.LogWriter)
+        # a streamed task's pipes: (job, index) -> [stdout fd, stderr fd, first offset, log,
+        # task id, instance]; a closed pipe's fd is -1
+        self.pipes: dict[tuple, list] = {}
         # kills the tasks' process groups if this worker dies
         self.reaper = None if self.noop else Reaper.start(log)
 
@@ -145,12 +159,25 @@ class Runner:
             self.loop.call_soon(self._finished, key, job, (0, t, t, None))
             return
         t0 = time.time()
-        proc, failure = self._spawn(job, task)
+        log_ = None
+        if job.stream is not None:
+            try:
+                log_ = self._log(job)
+            except OSError as e:
+                msg = f"cannot write the stream log in {job.stream}/job-{job.id}: " \
+                      f"{e.strerror}"
+                self.loop.call_soon(self._finished, key, job, (126, t0, time.time(), msg))
+                return
+        proc, failure, reads = self._spawn(job, task, log_ is not None)
         if proc is None:
             code, msg = failure
             self.loop.call_soon(self._finished, key, job, (code, t0, time.time(), msg))
             return
         self.procs[key] = proc
+        if reads is not None:
+            self.pipes[key] = [reads[0], reads[1], log_.offset, log_, task[2], task[3]]
+            self.loop.add_reader(reads[0], self._readable, key, 0, 1)  # streamlog.STDOUT
+            self.loop.add_reader(reads[1], self._readable, key, 1, 2)  # streamlog.STDERR
         if self.reaper is not None:
             self.reaper.started(proc.pid)  # its process group: a session of its own
         timer = None
@@ -190,7 +217,74 @@ class Runner:
             msg = f"killed by signal {signal.Signals(-code).name}"
         else:
             msg = f"exit code {code}" if code else None
+        pipes = self.pipes.pop(key, None)
+        if pipes is not None:
+            self._end_stream(key, pipes, code)
         self._finished(key, job, (code, t0, time.time(), msg))
+
+    # ------------------------------------------------------------- streamed output
+
+    def _log(self, job: PreparedJob):
+        """The job's stream log on this worker (a streamlog.LogWriter), opened if need be."""
+        log_ = self.logs.get(job.id)
+        if log_ is None:
+            # imported here: a worker that runs no streamed job does not pay for it
+            from hpcqueue.streamlog import LogWriter, job_dir
+
+            if len(self.logs) >= MAX_OPEN_LOGS:
+                busy = {k[0] for k in self.pipes}
+                for jid in [j for j in self.logs if j not in busy]:
+                    self.logs.pop(jid).close()
+            name = f"{self.worker_id or 0}-{self.started}"
+            log_ = self.logs[job.id] = LogWriter(job_dir(job.stream, job.id), name)
+        return log_
+
+    def _readable(self, key, k: int, stream: int) -> None:
+        pipes = self.pipes.get(key)
+        if pipes is None or pipes[k] < 0:
+            return
+        try:
+            data = os.read(pipes[k], STREAM_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._append(key, pipes, stream, data)
+        else:
+            self.loop.remove_reader(pipes[k])
+            os.close(pipes[k])
+            pipes[k] = -1
+
+    def _append(self, key, pipes: list, stream: int, data: bytes) -> None:
+        try:
+            pipes[3].chunk(key[0], pipes[4], pipes[5], stream, data)
+        except OSError as e:
+            log.error("job %s task %s: cannot write to %s: %s", key[0], pipes[4],
+                      pipes[3].path, e.strerror)
+
+    def _end_stream(self, key, pipes: list, code: int) -> None:
+        """The task has exited: read what is left in its pipes, close them, write its end."""
+        for k, stream in ((0, 1), (1, 2)):  # streamlog.STDOUT, STDERR
+            fd = pipes[k]
+            if fd < 0:
+                continue
+            for _ in range(DRAIN_READS):
+                try:
+                    data = os.read(fd, STREAM_CHUNK)
+                except (BlockingIOError, OSError):
+                    break
+                if not data:
+                    break
+                self._append(key, pipes, stream, data)
+            self.loop.remove_reader(fd)
+            os.close(fd)
+            pipes[k] = -1
+        try:
+            pipes[3].end(key[0], pipes[4], pipes[5], code, pipes[2])
+        except OSError as e:
+            log.error("job %s task %s: cannot write to %s: %s", key[0], pipes[4],
+                      pipes[3].path, e.strerror)
 
     def _time_out(self, key, proc: subprocess.Popen) -> None:
         if _running(proc):
@@ -224,8 +318,9 @@ class Runner:
             self._dirs.add(parent)
         return open(path, "wb")
 
-    def _spawn(self, job: PreparedJob, task):
-        """(process, None), or (None, (exit code, message)) if it could not start."""
+    def _spawn(self, job: PreparedJob, task, piped: bool = False):
+        """(process, None, pipes), or (None, (exit code, message), None) if it could not
+        start.  PIPED: its stdout and stderr are pipes, whose read ends are PIPES."""
         job_id, _, task_id, instance, entry = task
         values = {"JOB_ID": job_id, "TASK_ID": task_id, "INSTANCE_ID": instance,
                   "SUBMIT_DIR": job.submit_dir,
@@ -244,26 +339,44 @@ class Runner:
         else:
             argv = job.argv
         out = err = None
+        reads = None
         try:
-            out = self._open(job.stdout, values, cwd)
-            err = self._open(job.stderr, values, cwd)
+            if piped:
+                out_r, out = os.pipe()
+                try:
+                    err_r, err = os.pipe()
+                except OSError:
+                    os.close(out_r)
+                    raise
+                reads = (out_r, err_r)
+                os.set_blocking(out_r, False)
+                os.set_blocking(err_r, False)
+            else:
+                out = self._open(job.stdout, values, cwd)
+                err = self._open(job.stderr, values, cwd)
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, start_new_session=True)
         except FileNotFoundError as e:
+            failure = (127, f"command not found: {argv[0]}")
             if not os.path.isdir(cwd):
-                return None, (127, f"working directory not found: {cwd}")
-            if e.filename and e.filename != argv[0]:
-                return None, (127, f"cannot open {e.filename}: no such directory")
-            return None, (127, f"command not found: {argv[0]}")
+                failure = (127, f"working directory not found: {cwd}")
+            elif e.filename and e.filename != argv[0]:
+                failure = (127, f"cannot open {e.filename}: no such directory")
         except PermissionError as e:
-            return None, (126, f"permission denied: {e.filename or argv[0]}")
+            failure = (126, f"permission denied: {e.filename or argv[0]}")
         except OSError as e:
-            return None, (126, f"cannot start {argv[0]!r}: {e.strerror}")
+            failure = (126, f"cannot start {argv[0]!r}: {e.strerror}")
+        else:
+            return proc, None, reads
         finally:
             for f in (out, err):
-                if f is not None and f is not subprocess.DEVNULL:
+                if isinstance(f, int) and f >= 0:
+                    os.close(f)  # a pipe's write end: the task has its own now
+                elif f is not None and f is not subprocess.DEVNULL:
                     f.close()
-        return proc, None
+        for fd in reads or ():
+            os.close(fd)
+        return None, failure, None
 
     # ------------------------------------------------------------- control
 
@@ -293,6 +406,15 @@ class Runner:
         for proc in list(self.procs.values()):
             self._signal(proc, signal.SIGKILL)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        for pipes in self.pipes.values():
+            for fd in pipes[:2]:
+                if fd >= 0:
+                    self.loop.remove_reader(fd)
+                    os.close(fd)
+        self.pipes.clear()
+        for log_ in self.logs.values():
+            log_.close()
+        self.logs.clear()
         if self.reaper is not None:
             self.reaper.close()
             self.reaper = None
