@@ -120,7 +120,7 @@ def test_profile_values_are_frozen_into_the_queue(cluster, layers):
     cluster.hq("alloc", "add", "local", "--profile", "here/box", env=env)
     tpl.write_text("#!/bin/bash\n# edited later\nexit 1\n")
     cluster.hq("submit", "--stdout", "none", "--", "true")
-    assert "1 finished" in cluster.hq("job", "wait", "all", timeout=60).stdout
+    assert "1 finished" in cluster.hq("job", "wait", "1-1000000", timeout=60).stdout
     script = cluster.hq("alloc", "log", "1.1", "script").stdout
     assert "first version" in script and "edited later" not in script
     q = json.loads(cluster.hq("alloc", "info", "1", "--output", "json").stdout)

@@ -34,7 +34,7 @@ def test_parameter_sets_make_one_folder_each_and_the_same_names_again(cluster, t
     for n, path in enumerate((first, again), 1):
         cluster.hq("submit", "--from-json", path, "--stdout", f"out{n}/%{{HASH}}/stdout",
                    "--stderr", "none", "--", "sh", "-c", 'echo "$HPCQUEUE_ENTRY"', cwd=tmp_path)
-    p = cluster.hq("job", "wait", "all", timeout=60)
+    p = cluster.hq("job", "wait", "1-1000000", timeout=60)
     assert "3 finished" in p.stdout
     names = sorted(os.listdir(tmp_path / "out1"))
     assert len(names) == 3 and names == sorted(os.listdir(tmp_path / "out2"))
@@ -61,7 +61,7 @@ def test_hash_in_cwd_and_for_lines_and_array_tasks(cluster, tmp_path):
                "--stderr", "none", "--", "sh", "-c", "pwd", cwd=tmp_path)
     cluster.hq("submit", "--array", "1-2", "--stdout", "arr/%{HASH}", "--stderr", "none",
                "--", "echo", "hi", cwd=tmp_path)
-    p = cluster.hq("job", "wait", "all", timeout=60)
+    p = cluster.hq("job", "wait", "1-1000000", timeout=60)
     assert "2 finished" in p.stdout and "failed" not in p.stdout, p.stdout
     for h in line_hashes:
         assert (tmp_path / "runs" / h / "here").read_text().strip() == \

@@ -62,7 +62,7 @@ def real_journal(tmp_path_factory):
         c.hq("submit", "--array", "1-10", "--max-retries", "1", "--stdout", "none", "--",
              "bash", "-c", "exit $((HPCQUEUE_TASK_ID % 3))")
         c.hq("submit", "--each-line", "/dev/null", check=False)
-        c.hq("job", "wait", "all", check=False, timeout=60)
+        c.hq("job", "wait", "1-1000000", check=False, timeout=60)
         c.hq("submit", "--array", "1-5", "--stdout", "none", "--", "sleep", "30")
         wait_for(lambda: '"running": 0' not in c.hq("job", "info", "last", "--output",
                                                     "json").stdout, what="a running task")
@@ -298,7 +298,7 @@ def kill_and_restart(cluster, journal):
 def assert_every_task_finished_once(cluster, n):
     import json
 
-    p = cluster.hq("job", "wait", "all", timeout=300)
+    p = cluster.hq("job", "wait", "1-1000000", timeout=300)
     assert f"{n} finished" in p.stdout, p.stdout
     tasks = json.loads(cluster.hq("task", "list", "1", "--output", "json", timeout=120).stdout)
     assert len(tasks) == n and {t["state"] for t in tasks} == {"finished"}

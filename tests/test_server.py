@@ -28,7 +28,7 @@ def test_array_tasks_get_their_ids(cluster, tmp_path):
     cluster.hq("submit", "--array", "1-1000", "--stdout", "none", "--stderr", "none", "--",
                "sh", "-c",
                f'echo "$HPCQUEUE_JOB_ID $HPCQUEUE_INSTANCE_ID" > {out}/$HPCQUEUE_TASK_ID')
-    p = cluster.hq("job", "wait", "all", timeout=120)
+    p = cluster.hq("job", "wait", "1-1000000", timeout=120)
     assert "1000 finished" in p.stdout
     files = sorted(int(f) for f in os.listdir(out))
     assert files == list(range(1, 1001))
@@ -96,7 +96,7 @@ def test_kill_9_mid_job_then_restart_finishes_every_task_once(cluster, tmp_path)
     partial = len(os.listdir(marks))
     assert partial < 300
     cluster.start_server("--journal", journal)
-    p = cluster.hq("job", "wait", "all", timeout=120)
+    p = cluster.hq("job", "wait", "1-1000000", timeout=120)
     assert "300 finished" in p.stdout
     info = json.loads(cluster.hq("job", "info", "1", "--output", "json").stdout)
     assert info["finished"] == 300 and info["tasks"] == 300

@@ -555,7 +555,7 @@ def test_generic_slurm_profile_runs_tasks_in_partition_debug(slurm_cluster, tmp_
     out.mkdir()
     c.hq("submit", "--array", "1-6", "--stdout", "none", "--", "sh", "-c",
          f'echo "$SLURM_JOB_PARTITION $SLURM_JOB_ID" > {out}/$HPCQUEUE_TASK_ID')
-    assert "6 finished" in c.hq("job", "wait", "all", timeout=180).stdout
+    assert "6 finished" in c.hq("job", "wait", "1-1000000", timeout=180).stdout
 
     allocs = json.loads(c.hq("alloc", "info", "1", "--output", "json").stdout)["allocations"]
     job_ids = {a["job_id"] for a in allocs}

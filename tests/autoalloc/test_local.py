@@ -11,7 +11,7 @@ def test_local_queue_runs_tasks_and_scales_down(cluster):
                    "--backlog", "1", "--max-worker-count", "2", "--workers-per-alloc", "2")
     assert "allocation queue 1 added" in p.stdout
     cluster.hq("submit", "--array", "1-20", "--stdout", "none", "--", "true")
-    assert "20 finished" in cluster.hq("job", "wait", "all", timeout=60).stdout
+    assert "20 finished" in cluster.hq("job", "wait", "1-1000000", timeout=60).stdout
 
     def ended():
         info = json.loads(cluster.hq("alloc", "info", "1", "--output", "json").stdout)
@@ -33,7 +33,7 @@ def test_local_queue_pause_resume_remove(cluster):
     assert q["state"] == "paused" and q["pause_reason"] == "paused by `alloc pause`"
     assert "paused" in cluster.hq("alloc", "explain", "here").stdout
     cluster.hq("alloc", "resume", "here")
-    assert "1 finished" in cluster.hq("job", "wait", "all", timeout=60).stdout
+    assert "1 finished" in cluster.hq("job", "wait", "1-1000000", timeout=60).stdout
     assert "removed" in cluster.hq("alloc", "remove", "here", "--force").stdout
     wait_for(lambda: json.loads(cluster.hq("alloc", "list", "--output", "json").stdout) == [],
              timeout=30, what="the removed queue to drain")

@@ -18,7 +18,7 @@ def test_sge_end_to_end(cluster, sge, transport):
                    "--name", "ge", env=sge)
     assert "dry run passed" in p.stdout
     cluster.hq("submit", "--array", "1-10", "--stdout", "none", "--", "true")
-    assert "10 finished" in cluster.hq("job", "wait", "all", timeout=120).stdout
+    assert "10 finished" in cluster.hq("job", "wait", "1-1000000", timeout=120).stdout
     workers = json.loads(cluster.hq("worker", "list", "--all", "--output", "json").stdout)
     assert workers and all(w["batch_job"].startswith("sge:") for w in workers)
     wait_for(lambda: {a["state"] for a in allocs(cluster, "ge")} == {"finished"}, timeout=60,

@@ -41,7 +41,7 @@ def test_allocations_run_tasks_then_end(slurm_cluster):
     wait_for(lambda: len(allocs(c)) == 2, what="two allocations")
     job_ids = {a["job_id"] for a in allocs(c)}
     assert job_ids <= squeue_ids() | {a["job_id"] for a in allocs(c) if a["state"] != "queued"}
-    p = c.hq("job", "wait", "all", timeout=120)
+    p = c.hq("job", "wait", "1-1000000", timeout=120)
     assert "50 finished" in p.stdout
     workers = json.loads(c.hq("worker", "list", "--all", "--output", "json").stdout)
     assert len(workers) == 2 and {w["alloc"] for w in workers} == {"1.1", "1.2"}
@@ -126,7 +126,7 @@ def test_pbs_path_through_the_qsub_wrappers(slurm_cluster, pbs_wrappers):
     c.hq("alloc", "add", "pbs", "--partition", "debug", "--time-limit", "10m",
          "--idle-timeout", "3s")
     c.hq("submit", "--array", "1-5", "--stdout", "none", "--", "true")
-    assert "5 finished" in c.hq("job", "wait", "all", timeout=120).stdout
+    assert "5 finished" in c.hq("job", "wait", "1-1000000", timeout=120).stdout
     wait_for(lambda: {a["state"] for a in allocs(c)} == {"finished"}, timeout=60,
              what="the PBS allocation to end")
     p = c.hq("alloc", "add", "pbs", "--partition", "nosuch", "--time-limit", "10m",

@@ -23,7 +23,7 @@ def test_slurm_end_to_end_over_ssh(cluster):
                    "--max-worker-count", "1")
     assert "dry run passed" in p.stdout
     cluster.hq("submit", "--array", "1-10", "--stdout", "none", "--", "true")
-    assert "10 finished" in cluster.hq("job", "wait", "all", timeout=120).stdout
+    assert "10 finished" in cluster.hq("job", "wait", "1-1000000", timeout=120).stdout
     wait_for(lambda: allocs(cluster) and {a["state"] for a in allocs(cluster)} == {"finished"},
              timeout=60, what="the allocation to end")
     assert allocs(cluster)[0]["reason"] == "completed"
@@ -69,7 +69,7 @@ def test_deploy_ssh_one_host(cluster, tmp_path):
     cluster.procs.append(deploy)
     wait_for(lambda: len(cluster.workers()) == 1, timeout=30, what="the deployed worker")
     cluster.hq("submit", "--array", "1-20", "--stdout", "none", "--", "true")
-    assert "20 finished" in cluster.hq("job", "wait", "all", timeout=60).stdout
+    assert "20 finished" in cluster.hq("job", "wait", "1-1000000", timeout=60).stdout
     cluster.hq("worker", "stop", "all")
     out, _ = deploy.communicate(timeout=30)
     assert deploy.returncode == 0, out
