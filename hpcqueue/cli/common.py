@@ -61,7 +61,7 @@ class ServiceCommand(click.Command):
     log file too.  Under --check-args anything wrong exits 1, a bad value included."""
 
     def make_context(self, info_name, args, parent=None, **extra):
-        argv = list(args)
+        argv = list(args)  # parsing consumes the list it is given: keep one to look at
         try:
             return super().make_context(info_name, list(argv), parent=parent, **extra)
         except (click.UsageError, HpcqueueError) as e:
