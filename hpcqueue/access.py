@@ -1,7 +1,7 @@
 """The server dir and its access record: where a server is and the key to it.
 
 Each start of a server gets an *instance dir* of its own in the server dir,
-``<server dir>/<YYYYmmdd-HHMMSS>-<server id>/``, holding its access record
+``<server dir>/<YYYYmmdd-HHMMSS.mmm>-<server id>/``, holding its access record
 ``access.json`` (host, port, server id, pid and the secret key) and its
 ``server.log``.  The symlink ``<server dir>/current`` names the live (or the
 last) instance; it is replaced atomically when a new server is ready, and
@@ -88,8 +88,10 @@ class AccessRecord:
 
 
 def instance_name(server_id: str, started: float) -> str:
-    """The name of an instance dir: sorts by start time, unique by server id."""
-    return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}-{server_id}"
+    """The name of an instance dir: sorts by start time (to the millisecond: two starts in
+    one second still sort in order), unique by server id."""
+    ms = int(started * 1000) % 1000
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.{ms:03d}-{server_id}"
 
 
 def new_instance_dir(directory: Path, name: str) -> Path:
