@@ -128,7 +128,8 @@ class Cluster:
         return proc
 
     def access(self) -> dict:
-        return json.loads((self.server_dir / "access.json").read_text())
+        """The live server's access record: in the instance dir that `current` names."""
+        return json.loads((self.server_dir / "current" / "access.json").read_text())
 
     def start_server(self, *args, wait=True, env=None):
         old = None

@@ -14,7 +14,8 @@ def test_server_dir_and_access_record_are_private(cluster):
     cluster.start_server()
     d = cluster.server_dir
     assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(d / "access.json").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(d / "current").st_mode) == 0o700  # the instance dir
+    assert stat.S_IMODE(os.stat(d / "current" / "access.json").st_mode) == 0o600
     info = json.loads(cluster.hq("server", "info", "--output", "json").stdout)
     assert info["port"] == cluster.access()["port"]
     assert info["server_id"] == cluster.access()["server_id"]
@@ -76,7 +77,7 @@ def test_wrong_key_is_refused_with_a_clear_line(cluster):
     cluster.start_server()
     record = cluster.access()
     record["key"] = "00" * 32
-    (cluster.server_dir / "access.json").write_text(json.dumps(record))
+    (cluster.server_dir / "current" / "access.json").write_text(json.dumps(record))
     p = cluster.hq("job", "list", check=False)
     assert p.returncode == 1
     assert p.stderr.count("\n") == 1 and "rejected our key" in p.stderr
@@ -115,7 +116,8 @@ def test_server_stop_removes_the_access_record(cluster):
     cluster.start_server()
     cluster.hq("server", "stop")
     cluster.server.wait(timeout=10)
-    assert not (cluster.server_dir / "access.json").exists()
+    assert not (cluster.server_dir / "current" / "access.json").exists()
+    assert (cluster.server_dir / "current" / "server.log").exists()  # the instance dir stays
     p = cluster.hq("job", "list", check=False)
     assert "no server in" in p.stderr
 

@@ -238,7 +238,7 @@ def test_task_time_limit_kills_the_process_group(cluster, tmp_path):
 
 def test_key_mismatch_fails_at_once_or_is_retried_with_reconnect(cluster):
     cluster.start_server()
-    path = cluster.server_dir / "access.json"
+    path = cluster.server_dir / "current" / "access.json"
     good = path.read_text()
     record = json.loads(good)
     record["key"] = "00" * 32  # the record of another server, at this server's address

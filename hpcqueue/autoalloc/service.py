@@ -161,11 +161,16 @@ class AutoAlloc:
             if hasattr(transport, "remember"):
                 for a in allocs:
                     transport.remember(a.job_id, Path(a.dir))
+            log.debug("polling %s (%s) for the status of %d allocation(s): %s",
+                      params.scheduler, params.transport, len(allocs),
+                      " ".join(a.job_id for a in allocs))
             try:
                 raw = await transport.status(sched, [a.job_id for a in allocs])
             except HpcqueueError as e:
                 log.warning("cannot read allocation statuses: %s", e)
                 continue
+            log.debug("allocation statuses from %s: %s", params.scheduler,
+                      ", ".join(f"{a.job_id} {raw.get(a.job_id)}" for a in allocs))
             for a in allocs:
                 if not a.live:
                     continue
@@ -203,6 +208,7 @@ class AutoAlloc:
         last = q.decisions[-1] if q.decisions else None
         if last is None or last[1:] != (d.submit, d.reason, d.unfit):
             q.decisions.append((time.time(), d.submit, d.reason, d.unfit))
+            log.debug("queue %d: submit %d allocation(s): %s", q.id, d.submit, d.reason)
 
     async def submit(self, q: AllocQueue) -> bool:
         alloc_id = f"{q.id}.{q.next_alloc}"

@@ -1,14 +1,16 @@
-"""Pieces every command uses: the server-dir option, requests, output."""
+"""Pieces every command uses: the server-dir option, requests, output; and the command
+class and logging options of the long-running commands (server start, worker start)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
 from hpcqueue.access import ENV_SERVER_DIR, server_dir
-from hpcqueue.exceptions import NotFound, RequestError, UsageError
+from hpcqueue.exceptions import HpcqueueError, NotFound, RequestError, UsageError
 from hpcqueue.model import parse_duration
 
 
@@ -38,6 +40,69 @@ list_output_option = click.option(
 )
 limit_option = click.option("--limit", type=click.IntRange(min=1), metavar="N",
                             help="At most N rows.")
+
+
+def verbose_option(f):
+    return click.option("-v", "--verbose", count=True,
+                        help="Log more: -v debug lines (connections, polls), -vv every "
+                             "message too.")(f)
+
+
+def log_format_option(f):
+    return click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+                        show_default=True,
+                        help="json: one JSON object a line (time, level, logger, message).")(f)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    for i, arg in enumerate(argv):
+        if arg == "--log-format" and i + 1 < len(argv):
+            return argv[i + 1] == "json"
+        if arg.startswith("--log-format="):
+            return arg.split("=", 1)[1] == "json"
+    return os.environ.get("HPCQUEUE_LOG_FORMAT") == "json"
+
+
+class ServiceCommand(click.Command):
+    """A long-running command (`server start`, `worker start`).
+
+    Its failures, even a bad flag or environment value found before it runs, come out in
+    the log format asked for (one JSON object under --log-format json), and go into its
+    log file too.  Under --check-args anything wrong exits 1, a bad value included."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        argv = list(args)  # parsing consumes the list it is given: keep one to look at
+        try:
+            return super().make_context(info_name, list(argv), parent=parent, **extra)
+        except (click.UsageError, HpcqueueError) as e:
+            json_mode, checking = _wants_json(argv), "--check-args" in argv
+            if not (json_mode or checking):
+                raise
+            from hpcqueue.cli import logs
+
+            text = " ".join(str(e.format_message() if isinstance(e, click.ClickException)
+                                else e).split())
+            if isinstance(e, click.UsageError):
+                where = e.ctx.command_path if e.ctx is not None else info_name
+                text += f" (see `{where} --help`)"
+            if json_mode:
+                logs.failure(text, "json")
+            else:
+                click.echo(f"hpcqueue: error: {text}", err=True)
+            code = 1 if checking else 2 if isinstance(e, click.UsageError) else e.exit_code
+            raise click.exceptions.Exit(code) from None
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HpcqueueError as e:
+            from hpcqueue.cli import logs
+
+            fmt = ctx.params.get("log_format") or "text"
+            logs.failure(" ".join(str(e).split()), fmt)
+            if fmt == "json":
+                raise click.exceptions.Exit(e.exit_code) from None
+            raise
 
 
 def get_server_dir(ctx: click.Context):

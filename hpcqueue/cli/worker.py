@@ -7,9 +7,10 @@ import os
 import click
 
 from hpcqueue.cli.common import (
-    DURATION, get_server_dir, output_option, print_fields, print_json, print_table, request,
-    server_dir_option, when,
+    DURATION, ServiceCommand, get_server_dir, log_format_option, output_option, print_fields,
+    print_json, print_table, request, server_dir_option, verbose_option, when,
 )
+from hpcqueue.cli.envconfig import from_env
 from hpcqueue.model import format_duration
 
 
@@ -44,10 +45,12 @@ def default_cpus() -> int:
         return os.cpu_count() or 1
 
 
-@worker.command()
+@from_env
+@worker.command(cls=ServiceCommand)
 @server_dir_option
 @click.option("--cpus", type=click.IntRange(min=1),
-              help="CPUs this worker offers (default: the CPUs this process may use).")
+              help="CPUs this worker offers (default: the CPUs this process may use; inside "
+                   "a task, $HPCQUEUE_CPUS is that task's CPUs).")
 @click.option("--resource", "resources", multiple=True, metavar="NAME=N",
               help="Another resource this worker offers, e.g. gpus=2 (repeatable).")
 @click.option("--idle-timeout", type=DURATION, help="Stop after being idle this long.")
@@ -62,10 +65,11 @@ def default_cpus() -> int:
 @click.option("--tunnel", metavar="[USER@]HOST[:PORT]", callback=_tunnel, help=TUNNEL_HELP)
 @click.option("--executor", type=click.Choice(["process", "noop"]), default="process",
               hidden=True, help="noop: finish tasks without running them (benchmarks).")
-@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@log_format_option
+@verbose_option
 @click.pass_context
 def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manager,
-          server_host, tunnel, executor, verbose):
+          server_host, tunnel, executor, log_format, verbose):
     """Run a worker in the foreground: by hand, or inside any batch job."""
     import asyncio
 
@@ -73,7 +77,7 @@ def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manage
     from hpcqueue.model import parse_resources
     from hpcqueue.worker.agent import Worker, WorkerConfig
 
-    logs.setup(verbose)
+    logs.setup(verbose, log_format)
     cfg = WorkerConfig(
         server_dir=get_server_dir(ctx), cpus=cpus or default_cpus(),
         res=parse_resources(resources), idle_timeout=idle_timeout, time_limit=time_limit,

@@ -1,9 +1,16 @@
 """The server's life, top to bottom: serve -> startup -> main loop -> shutdown.
 
-Startup restores the journal (if any), binds the port (and the HTTP API's, if
-asked) and writes the access record.  The main loop syncs the journal and
-watches heartbeats until a signal or `server stop` ends it.  Shutdown tells
-workers to stop, closes the journal and removes the access record.
+Startup refuses to start over a live server (its access record or pid file),
+makes this start's instance dir (its access record and, for `server start`,
+its server.log), restores the journal (if any), binds the port (and the HTTP
+API's, if asked), writes the access record and points the server dir's
+`current` link at the instance.  The main loop syncs the journal and watches
+heartbeats until a signal or `server stop` ends it.  Shutdown tells workers to
+stop, closes the journal and removes the access record and the pid file; the
+instance dir stays.
+
+Connections are logged at DEBUG (-v): accepted, dropped, a worker's hello and
+its end; every message in and out at TRACE (-vv).
 """
 
 from __future__ import annotations
@@ -18,7 +25,19 @@ import socket
 import time
 
 from hpcqueue import __version__
-from hpcqueue.access import AccessRecord, connect, read_access, remove_access, write_access
+from hpcqueue.access import (
+    SERVER_LOG,
+    AccessRecord,
+    claim_pid_file,
+    connect,
+    instance_name,
+    new_instance_dir,
+    publish,
+    read_access,
+    remove_access,
+    remove_pid_file,
+    write_access,
+)
 from hpcqueue.exceptions import (
     AuthenticationError,
     HpcqueueError,
@@ -40,6 +59,7 @@ from hpcqueue.server.workers import worker_session
 from hpcqueue.state import ServerState
 
 log = logging.getLogger("hpcqueue.server")
+TRACE = logging.DEBUG - 5  # the level of -vv: every message (hpcqueue.cli.logs.TRACE)
 DROP_LOG_INTERVAL = 60.0  # seconds: at most one line per interval for dropped strangers
 
 
@@ -62,16 +82,16 @@ class RateLimitedLog:
         self.last, self.held_back = now, 0
 
 
-def check_no_live_server(config: ServerConfig) -> None:
+def check_no_live_server(config: ServerConfig) -> str | None:
+    """Refuse if a server answers in the server dir; else describe a stale record, if any."""
     try:
         record = read_access(config.server_dir)
     except NoServerError:
-        return
+        return None
     try:
         conn = connect(config.server_dir, timeout=5)
     except (NoServerError, HpcqueueError):
-        log.info("replacing a stale access record (%s)", record.describe())
-        return
+        return record.describe()
     conn.close()
     raise ServerAlreadyRunning(
         f"a server is already running in {config.server_dir} ({record.describe()}, "
@@ -81,10 +101,19 @@ def check_no_live_server(config: ServerConfig) -> None:
 
 
 class Server:
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, ready=None, open_log=None):
         self.config = config
+        #: called with the server once it listens and clients can find it (`--daemon`)
+        self.ready = ready
+        #: called with the path of the instance's server.log, to log into it too; returns
+        #: what closes it again (None: no server.log)
+        self.open_log = open_log
         self.key = new_key()
         self.server_id = secrets.token_hex(6)
+        self.started = time.time()
+        self.instance_dir = None
+        self._pid_file = None  # the pid file, once claimed
+        self._close_log = None  # closes the instance's server.log
         self.core: Core | None = None
         self.listener: asyncio.AbstractServer | None = None
         self.stopping = asyncio.Event()
@@ -105,8 +134,33 @@ class Server:
 
     async def startup(self) -> None:
         cfg = self.config
+        stale = None
         if cfg.write_access:
-            check_no_live_server(cfg)
+            stale = check_no_live_server(cfg)
+            if cfg.pid_file is not None:
+                claim_pid_file(cfg.pid_file)
+                self._pid_file = cfg.pid_file
+        try:
+            if cfg.write_access:
+                self.instance_dir = new_instance_dir(
+                    cfg.server_dir, instance_name(self.server_id, self.started))
+                if self.open_log is not None:
+                    self._close_log = self.open_log(self.instance_dir / SERVER_LOG)
+                log.debug("server %s starting (hpcqueue %s, pid %d) in %s", self.server_id,
+                          __version__, os.getpid(), self.instance_dir)
+                if stale is not None:
+                    log.info("replacing a stale access record (%s)", stale)
+            await self._start()
+        except BaseException:
+            # the server.log stays open: the command that started us logs why into it
+            if self._pid_file is not None:
+                remove_pid_file(self._pid_file)
+            raise
+        if self.ready is not None:
+            self.ready(self)
+
+    async def _start(self) -> None:
+        cfg = self.config
         if cfg.http_port is not None:  # its TLS is checked before anything is journaled
             from hpcqueue.server.http import HttpApi
 
@@ -140,19 +194,24 @@ class Server:
         core.autoalloc = AutoAlloc(core, cfg.server_dir)
         core.autoalloc.start()
         host = cfg.host if cfg.host not in ("0.0.0.0", "::", "") else socket.gethostname()
+        log_file = cfg.log_file or (self.instance_dir / SERVER_LOG if self._close_log else None)
         core.info = {
             "server_id": self.server_id, "host": host, "port": self.port, "pid": os.getpid(),
-            "started": time.time(), "version": __version__,
+            "started": self.started, "version": __version__,
             "server_dir": str(cfg.server_dir), "restored_events": self.restored_events,
+            "instance_dir": str(self.instance_dir) if self.instance_dir else None,
+            "log_file": str(log_file) if log_file else None,
+            "pid_file": str(cfg.pid_file) if cfg.pid_file else None,
         }
         if cfg.write_access:
-            write_access(cfg.server_dir, AccessRecord(
+            write_access(self.instance_dir, AccessRecord(
                 host=host, port=self.port, server_id=self.server_id, key=self.key.hex(),
-                pid=os.getpid(), hostname=socket.gethostname(), started=time.time(),
+                pid=os.getpid(), hostname=socket.gethostname(), started=self.started,
                 journal=str(cfg.journal) if cfg.journal else None,
                 http_url=self.http.url if self.http else None,
                 http_token=self.http.token if self.http else None,
             ))
+            publish(cfg.server_dir, self.instance_dir)
         log.info("server %s listening on %s:%d (server dir %s)", self.server_id, host,
                  self.port, cfg.server_dir)
 
@@ -256,9 +315,14 @@ class Server:
             task.cancel()
         if core.journal is not None:
             core.journal.close()
-        if self.config.write_access:
-            remove_access(self.config.server_dir, self.server_id)
+        if self.instance_dir is not None:
+            remove_access(self.instance_dir, self.server_id)
+        if self._pid_file is not None:
+            remove_pid_file(self._pid_file)
         log.info("server %s stopped", self.server_id)
+        if self._close_log is not None:
+            self._close_log()
+            self._close_log = None
 
     # ------------------------------------------------------------- connections
 
@@ -269,42 +333,56 @@ class Server:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        log.debug("accepted a connection from %s", addr)
         try:
             session = await asyncio.wait_for(
                 server_handshake(reader, writer, self.key), self.config.handshake_timeout
             )
         except (ProtocolError, AuthenticationError) as e:
+            log.debug("dropped the connection from %s: %s", addr, e)
             self._dropped.log(f"dropped a connection from {addr}: {e}")
             await _close(writer)
             self._conn_tasks.discard(task)
             return
         except (asyncio.TimeoutError, OSError):
+            log.debug("dropped the connection from %s: no handshake", addr)
             self._dropped.log(f"dropped a connection from {addr}: no handshake")
             await _close(writer)
             self._conn_tasks.discard(task)
             return
+        if log.isEnabledFor(TRACE):
+            session = TracedSession(session, addr)
         peer = Peer(reader, writer, session, addr)
+        kind = "client"
         try:
             first = await read_message(reader, session)
             if isinstance(first, dict) and first.get("op") == "worker_hello":
+                kind = "worker"
+                log.debug("worker hello from %s: %s", addr, _hello_summary(first.get("info")))
                 await worker_session(self.core, peer, first, self.config.heartbeat)
+                log.debug("worker %s from %s said bye", peer.worker_id, addr)
             else:
                 await self._client_session(peer, first)
         except ProtocolError as e:
             if peer.worker_id is not None:
                 self.core.worker_gone(peer.worker_id, str(e), crash=True)
+                log.debug("dropped worker %s from %s: %s", peer.worker_id, addr, e)
             elif "closed" not in str(e):
                 log.warning("dropped client %s: %s", addr, e)
+            else:
+                log.debug("%s %s closed the connection", kind, addr)
         except JournalUnavailable as e:  # a worker that cannot be registered now
             log.info("turned away a worker from %s: %s", addr, e.cause)
         except asyncio.CancelledError:
-            pass
+            log.debug("closing the connection from %s (the server stops)", addr)
         finally:
             self._conn_tasks.discard(task)
             await _close(writer)
 
     async def _client_session(self, peer: Peer, msg) -> None:
         core = self.core
+        if isinstance(msg, dict):
+            log.debug("client %s: first request %r", peer.addr, msg.get("op"))
         while True:
             if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
                 core.send(peer, {"ok": False, "error": "a request is a map with an 'op'"})
@@ -461,6 +539,54 @@ class FailureWatch:
             self.core.failure_watchers.remove(self.push)
 
 
+def _hello_summary(info) -> str:
+    if not isinstance(info, dict):
+        return "no info"
+    return ", ".join(f"{k} {info[k]}" for k in ("hostname", "pid", "cpus", "version",
+                                                 "batch_job", "alloc") if info.get(k))
+
+
+def _short(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"[{len(value)} items]"
+    if isinstance(value, dict):
+        return f"{{{len(value)} keys}}"
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def message_summary(message) -> str:
+    """One line for a protocol message: its op and its fields, each cut short; secrets out."""
+    if not isinstance(message, dict):
+        return _short(message)
+    parts = [str(message["op"])] if "op" in message else []
+    for k, v in message.items():
+        if k != "op":
+            secret = "key" in str(k) or "token" in str(k)
+            parts.append(f"{k}={'***' if secret else _short(v)}")
+    return " ".join(parts)
+
+
+class TracedSession:
+    """A protocol session that logs every message it opens or seals, at TRACE (-vv)."""
+
+    __slots__ = ("session", "addr")
+
+    def __init__(self, session, addr):
+        self.session, self.addr = session, addr
+
+    def seal(self, message) -> bytes:
+        log.log(TRACE, "to %s: %s", self.addr, message_summary(message))
+        return self.session.seal(message)
+
+    def open(self, box: bytes):
+        message = self.session.open(box)
+        log.log(TRACE, "from %s: %s", self.addr, message_summary(message))
+        return message
+
+
 async def _close(writer) -> None:
     try:
         writer.close()
@@ -471,11 +597,12 @@ async def _close(writer) -> None:
         pass
 
 
-def run_server(config: ServerConfig) -> None:
-    """Run a server in the foreground until a signal or `server stop`."""
+def run_server(config: ServerConfig, ready=None, open_log=None) -> None:
+    """Run a server until a signal or `server stop`; `ready(server)` once it listens;
+    `open_log(path)` with its instance's server.log (see `Server`)."""
 
     async def main():
-        server = Server(config)
+        server = Server(config, ready, open_log)
         server.install_signal_handlers()
         await server.serve()
 

@@ -156,6 +156,8 @@ class Worker:
 
     async def _connect(self):
         record = read_access(self.cfg.server_dir)
+        log.debug("access record in %s: server %s at %s:%d (%s)", self.cfg.server_dir,
+                  record.server_id, record.host, record.port, record.describe())
         last = None
         hosts = candidate_hosts(record)
         if self.cfg.server_host:
@@ -171,8 +173,10 @@ class Worker:
                     break
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(host, record.port, limit=1 << 20), 30)
+                log.debug("connected to %s:%d", host, record.port)
                 break
             except (OSError, asyncio.TimeoutError) as e:
+                log.debug("cannot connect to %s:%d: %s", host, record.port, e)
                 last = e
         else:
             where = hosts[0] if self.tunnel is not None else record.host
