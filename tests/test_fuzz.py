@@ -336,6 +336,7 @@ VALID = {
     "tasks": [{"job": 1, "filter": ["failed", "running"]}, {"job": 3},
               {"job": "last", "tasks": "1-5,200", "after": 2, "limit": 3}],
     "task_info": [{"job": 1, "task": 2}, {"job": 3, "task": 200}],
+    "task_explain": [{"job": 1, "task": 2}, {"job": 3, "task": 200}, {"job": "last", "task": 0}],
     "failed": [{"job": 2}],
     "cat": [{"job": 1, "stream": "stdout", "task": 1}, {"job": 2, "stream": "stdout"}],
     "workers": [{"all": True}, {}],

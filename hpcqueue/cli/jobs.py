@@ -76,7 +76,7 @@ def job_info(ctx, job_id, output):
     spec = j["spec"]
     cmd = " ".join(spec.get("cmd") or []) or "(each line is a shell command)"
     runtime = (j["ended"] or 0) - j["submitted"] if j["ended"] else None
-    print_fields([
+    pairs = [
         ("id", j["id"]), ("name", j["name"]), ("state", j["state"]),
         ("open", f"yes: it takes more tasks until closed (`hpcqueue job close {j['id']}`)"
          if j.get("open") else "no"),
@@ -92,7 +92,10 @@ def job_info(ctx, job_id, output):
          if j["mean_runtime"] is not None else None),
         ("stdout", spec.get("stdout")), ("stderr", spec.get("stderr")),
         ("submit dir", spec.get("submit_dir")),
-    ])
+    ]
+    if j.get("waiting_because"):  # only when its waiting tasks cannot run as things are
+        pairs.append(("waiting because", j["waiting_because"]["message"]))
+    print_fields(pairs)
 
 
 @job.command("wait")
@@ -366,3 +369,25 @@ def task_info(ctx, job_id, task_id, output):
     if "entry" in t:
         pairs.insert(1, ("entry", t["entry"]))
     print_fields(pairs)
+
+
+@task.command("explain")
+@server_dir_option
+@click.argument("job_id", type=JobRef())
+@click.argument("task_id", type=int)
+@output_option
+@click.pass_context
+def task_explain(ctx, job_id, task_id, output):
+    """Why a task is not running: the cpus, resources or time left no connected worker
+    has, no allocation queue that can serve it, a retry delay, or the tasks ahead of it."""
+    why = request(ctx, "task_explain", job=job_id, task=task_id)
+    why.pop("ok", None)
+    if output == "json":
+        return print_json(why)
+    click.echo(f"job {why['job']} task {why['task']}: {why['state']}")
+    if why["reason"] is not None:
+        click.echo(f"waiting because ({why['reason']}): {why['message']}")
+    else:
+        click.echo(why["message"])
+    for line in why["details"]:
+        click.echo(f"  {line}")

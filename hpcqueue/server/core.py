@@ -202,7 +202,26 @@ class Core:
         self.record({"e": "job", "id": job_id, "spec": spec, "t": time.time()})
         job = self.state.jobs[job_id]
         log.info("job %d submitted: %d tasks", job_id, job.n)
+        self._warn_if_unrunnable(job)
         return job
+
+    def _warn_if_unrunnable(self, job: Job) -> None:
+        """One WARNING, at submit, for a job that no connected worker and no allocation
+        queue can ever run (e.g. --cpus 64 and no such worker).  Only with a worker
+        connected or a queue: a job submitted before the workers start is not a mistake."""
+        from hpcqueue.server.explain import placement
+        from hpcqueue.autoalloc.model import QueueState
+        from hpcqueue.autoalloc.service import limits_of
+
+        workers = [self.state.workers[w] for w in self.live if w in self.state.workers]
+        queues = [(q.params.name or str(q.id), limits_of(q.params))
+                  for q in self.state.alloc.queues.values() if q.state is QueueState.ACTIVE]
+        if not job.waiting or not (workers or queues):
+            return
+        why = placement(job, workers, queues, time.time())
+        if why is not None and why.reason != "allocation":
+            log.warning("job %d cannot run: %s (`hpcqueue task explain %d ID` tells more)",
+                        job.id, why.message, job.id)
 
     def cancel(self, job_ids: list[int]) -> None:
         self.record({"e": "cancel", "ids": list(job_ids), "t": time.time()})

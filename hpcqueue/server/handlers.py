@@ -31,6 +31,7 @@ from hpcqueue.model import (
     param_hash,
 )
 from hpcqueue.selectors import parse_jobs, parse_tasks, task_spans
+from hpcqueue.server import explain
 from hpcqueue.server.core import Core
 
 HANDLERS = {}
@@ -421,7 +422,32 @@ def job_info(core: Core, req: dict) -> dict:
         restarted = job.n - starts.count(0) - starts.count(1)
         info["restarted_tasks"] = restarted
         info["max_instance"] = max(starts) - 1 if restarted else 0
+    why = explain.explain_job(job, *_explain_context(core), now=time.time())
+    if why is not None and why.reason in explain.CANNOT_RUN:
+        info["waiting_because"] = why.to_dict()
     return info
+
+
+def _explain_context(core: Core) -> tuple[list, list, list]:
+    """(connected workers, active allocation queues as (name, limits), jobs in dispatch
+    order): what :mod:`hpcqueue.server.explain` decides from."""
+    from hpcqueue.autoalloc.model import QueueState
+    from hpcqueue.autoalloc.service import limits_of
+
+    st = core.state
+    workers = [st.workers[wid] for wid in core.live if wid in st.workers]
+    queues = [(q.params.name or str(q.id), limits_of(q.params))
+              for q in st.alloc.queues.values() if q.state is QueueState.ACTIVE]
+    return workers, queues, st.ready_jobs()
+
+
+@handler("task_explain")
+def task_explain(core: Core, req: dict) -> dict:
+    """Why a task is not running: see :func:`hpcqueue.server.explain.explain_task`."""
+    job = _job(core, req.get("job"))
+    i = _task_index(job, req.get("task"))
+    why = explain.explain_task(job, i, *_explain_context(core), now=time.time())
+    return {"job": job.id, "task": job.ids.id_at(i), **why.to_dict()}
 
 
 @handler("cancel")

@@ -443,7 +443,7 @@ class Server:
                 if watch is not None and watch.cut in done:
                     return  # it was told why
                 if period is not None and not waiter.event.is_set():
-                    core.send(peer, {"progress": _summaries(core, ids)})
+                    core.send(peer, {"progress": _progress(core, ids)})
         finally:
             if watch is not None:
                 watch.stop()
@@ -460,6 +460,22 @@ def _summaries(core: Core, ids: list[int]) -> list[dict]:
     """The summaries of the jobs of IDS still held (one may have been forgotten since)."""
     jobs = core.state.jobs
     return [jobs[j].summary() for j in ids if j in jobs]
+
+
+def _progress(core: Core, ids: list[int]) -> list[dict]:
+    """The summaries of a progress message: ``running`` counts the tasks started, and
+    ``assigned`` those on a worker that has not had room to start them yet (prefetched;
+    see :func:`hpcqueue.server.explain.started_counts` for the rule)."""
+    from hpcqueue.server.explain import started_counts
+
+    st = core.state
+    on_workers = [j for j in st.jobs.values() if j.running]
+    queued = started_counts(on_workers, [st.workers[w] for w in core.live if w in st.workers])
+    out = _summaries(core, ids)
+    for s in out:
+        s["assigned"] = assigned = queued.get(s["id"], 0)
+        s["running"] -= assigned
+    return out
 
 
 STREAM_BUFFER_LIMIT = 16 << 20  # bytes a stream client may fall behind before it is cut
