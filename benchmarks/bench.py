@@ -19,7 +19,13 @@ Figures:
 2. the server's dispatch rate with the no-fork executor (`--executor noop`);
 3. server RSS per waiting task of one big array job;
 4. throughput with the journal on vs off;
-5. time to restore a journal of about a million events.
+5. time to restore a journal of about a million events;
+6. `submit --stream`: files left and `job cat --tasks` time on a big streamed job
+   (benchmarks/stream.py);
+7. worker throughput with --stream, a file per task and --stdout none (benchmarks/stream.py);
+8. listings on a 1,000,000-task job (benchmarks/listing.py).
+
+Figures 6 to 8 run their own scripts, each with a fresh server of its own.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import platform
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -259,12 +266,32 @@ def print_header(args, sizes: Sizes, root: Path) -> None:
           f"{sizes.array:,} array, {sizes.events:,} events", flush=True)
 
 
+HERE = Path(__file__).resolve().parent
+
+
+def figure_script(script: str, *argv: str, title: str | None = None) -> None:
+    """A figure that a script of its own measures (it prints its targets)."""
+    print(flush=True)
+    if title:
+        heading(title)
+    sys.stdout.flush()
+    subprocess.run([sys.executable, str(HERE / script), *argv], check=False)
+
+
 FIGURES = {
     "1": lambda p, r, s, a: figure_end_to_end(p, r, s, a.repeat),
     "2": lambda p, r, s, a: figure_dispatch(p, r, s, a.repeat),
     "3": lambda p, r, s, a: figure_memory(p, r, s),
     "4": lambda p, r, s, a: figure_journal(p, r, s, a.repeat),
     "5": lambda p, r, s, a: figure_restore(p, r, s),
+    "6": lambda p, r, s, a: figure_script("stream.py", "--only", "6", "--repeat", str(a.repeat),
+                                          *(["--quick"] if a.quick else [])),
+    "7": lambda p, r, s, a: figure_script("stream.py", "--only", "7", "--repeat", str(a.repeat),
+                                          *(["--quick"] if a.quick else [])),
+    "8": lambda p, r, s, a: figure_script(
+        "listing.py", "--tasks", str(100_000 if a.quick else 1_000_000),
+        title=f"8. Listings on a {100_000 if a.quick else 1_000_000:,}-task job, every task "
+              "finished"),
 }
 
 
@@ -273,7 +300,7 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes (well under a minute)")
     ap.add_argument("--repeat", type=int, help="runs per throughput measurement, median "
                     "shown (default 3, or 1 with --quick)")
-    ap.add_argument("--only", default="12345", help="which figures to run, e.g. 25")
+    ap.add_argument("--only", default="".join(FIGURES), help="which figures to run, e.g. 25")
     ap.add_argument("--tmpdir", help="where temporary server dirs and journals go")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) afterwards")
     args = ap.parse_args(argv)
