@@ -117,7 +117,8 @@ def job_wait(ctx, job_id, progress):
 @click.argument("job_id", metavar="JOBS", type=JOBS)
 @click.pass_context
 def job_progress(ctx, job_id):
-    """A live progress bar until a job (or all jobs) end."""
+    """Progress until the jobs end: a line per job and a total, with an ETA (plain lines
+    every 10 s when not on a terminal)."""
     from hpcqueue.cli import waiting
 
     return waiting.report(waiting.wait(ctx, job_id, True))
