@@ -10,7 +10,8 @@ import random
 import time
 
 from hpcqueue.cli.common import ENV_PAGE_ROWS
-from hpcqueue.jobs import Job, list_page, page_ndjson, page_rows
+from hpcqueue.jobs import Job
+from hpcqueue.listing import list_page, page_ndjson, page_rows
 from hpcqueue.model import IdRanges
 from hpcqueue.selectors import parse_tasks, task_spans
 

@@ -13,9 +13,8 @@ import time
 from bisect import bisect_right
 
 from hpcqueue.exceptions import NotFound, RequestError, UsageError
-from hpcqueue.jobs import (
-    MAX_CRASH_LIMIT, MAX_RETRIES, PAGE_ROWS, PAGE_ROWS_ENTRIES, list_page,
-)
+from hpcqueue.jobs import MAX_CRASH_LIMIT, MAX_RETRIES
+from hpcqueue.listing import PAGE_ROWS, PAGE_ROWS_ENTRIES, list_page
 from hpcqueue.model import (
     ENV_NAME,
     MAX_COUNT,
@@ -483,7 +482,7 @@ def forget(core: Core, req: dict) -> dict:
 
 @handler("tasks")
 def tasks(core: Core, req: dict) -> dict:
-    """A page of a job's tasks (see :func:`hpcqueue.jobs.list_page`): those of the id
+    """A page of a job's tasks (see :func:`hpcqueue.listing.list_page`): those of the id
     selector `tasks` (default all) in a state of `filter`, from index `after`, `limit` at
     most.  The client asks again with `after` = the reply's `next` until it is None."""
     job = _job(core, req.get("job"))
