@@ -55,11 +55,11 @@ from hpcqueue.server.core import Core, Peer
 from hpcqueue.autoalloc import handlers as _alloc_handlers  # noqa: F401 (registers them)
 from hpcqueue.autoalloc.service import AutoAlloc
 from hpcqueue.server.handlers import HANDLERS, _job_ids, check_flag
+from hpcqueue.server.tracing import TRACE, TracedSession, hello_summary
 from hpcqueue.server.workers import worker_session
 from hpcqueue.state import ServerState
 
 log = logging.getLogger("hpcqueue.server")
-TRACE = logging.DEBUG - 5  # the level of -vv: every message (hpcqueue.cli.logs.TRACE)
 DROP_LOG_INTERVAL = 60.0  # seconds: at most one line per interval for dropped strangers
 
 
@@ -358,7 +358,7 @@ class Server:
             first = await read_message(reader, session)
             if isinstance(first, dict) and first.get("op") == "worker_hello":
                 kind = "worker"
-                log.debug("worker hello from %s: %s", addr, _hello_summary(first.get("info")))
+                log.debug("worker hello from %s: %s", addr, hello_summary(first.get("info")))
                 await worker_session(self.core, peer, first, self.config.heartbeat)
                 log.debug("worker %s from %s said bye", peer.worker_id, addr)
             else:
@@ -553,54 +553,6 @@ class FailureWatch:
     def stop(self) -> None:
         if self.push in self.core.failure_watchers:
             self.core.failure_watchers.remove(self.push)
-
-
-def _hello_summary(info) -> str:
-    if not isinstance(info, dict):
-        return "no info"
-    return ", ".join(f"{k} {info[k]}" for k in ("hostname", "pid", "cpus", "version",
-                                                 "batch_job", "alloc") if info.get(k))
-
-
-def _short(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return f"[{len(value)} items]"
-    if isinstance(value, dict):
-        return f"{{{len(value)} keys}}"
-    if isinstance(value, (bytes, bytearray)):
-        return f"<{len(value)} bytes>"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def message_summary(message) -> str:
-    """One line for a protocol message: its op and its fields, each cut short; secrets out."""
-    if not isinstance(message, dict):
-        return _short(message)
-    parts = [str(message["op"])] if "op" in message else []
-    for k, v in message.items():
-        if k != "op":
-            secret = "key" in str(k) or "token" in str(k)
-            parts.append(f"{k}={'***' if secret else _short(v)}")
-    return " ".join(parts)
-
-
-class TracedSession:
-    """A protocol session that logs every message it opens or seals, at TRACE (-vv)."""
-
-    __slots__ = ("session", "addr")
-
-    def __init__(self, session, addr):
-        self.session, self.addr = session, addr
-
-    def seal(self, message) -> bytes:
-        log.log(TRACE, "to %s: %s", self.addr, message_summary(message))
-        return self.session.seal(message)
-
-    def open(self, box: bytes):
-        message = self.session.open(box)
-        log.log(TRACE, "from %s: %s", self.addr, message_summary(message))
-        return message
 
 
 async def _close(writer) -> None:
