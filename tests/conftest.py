@@ -99,6 +99,20 @@ def hq(*args, server_dir=None, check=True, input=None, timeout=60, cwd=None, env
     return proc
 
 
+def one_clear_line(p, *needles, code=None):
+    """P (a finished command) failed (with exit CODE, if given) with one line on stderr, no
+    traceback, naming NEEDLES."""
+    if code is None:
+        assert p.returncode != 0
+    else:
+        assert p.returncode == code, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
 def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,16 +3,7 @@
 import json
 
 import pytest
-from conftest import hq, wait_for
-
-
-def one_clear_line(p, *needles):
-    assert p.returncode != 0
-    assert "Traceback" not in p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1, p.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
+from conftest import hq, one_clear_line, wait_for
 
 
 @pytest.mark.parametrize("args,needles", [

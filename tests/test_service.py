@@ -17,16 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import hq, wait_for
-
-
-def one_clear_line(p, *needles):
-    assert p.returncode != 0
-    assert "Traceback" not in p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1, p.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
+from conftest import hq, one_clear_line, wait_for
 
 
 def alive(pid: int) -> bool:

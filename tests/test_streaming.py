@@ -12,19 +12,10 @@ import sys
 import time
 
 import pytest
-from conftest import hq, wait_for
+from conftest import hq, one_clear_line, wait_for
 
 from hpcqueue.cli.jobspec import DEFAULT_BUNDLE_SIZE, DEFAULT_BUNDLE_WAIT, Bundling, bundling
 from hpcqueue.exceptions import UsageError
-
-
-def one_clear_line(p, *needles, code=2):
-    assert p.returncode == code, (p.returncode, p.stderr)
-    assert "Traceback" not in p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1, p.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 class Feeder:
