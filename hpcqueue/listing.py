@@ -3,8 +3,8 @@
 A listing goes page by page: the server answers one request with one page (`list_page`),
 and the client asks for the next from the page's `next` index.  A page is columns (the
 job's own column bytes, sliced), not a dict per task, so that a page of 50,000 tasks
-costs the server a few milliseconds and the client turns it into rows (`page_rows`) or
-JSON lines (`page_ndjson`).
+costs the server a few milliseconds and the client turns it into rows (`page_rows`, or
+`json_rows` with times as ISO 8601) or JSON lines (`page_ndjson`).
 """
 
 from __future__ import annotations
@@ -180,33 +180,61 @@ def page_rows(page: dict) -> list[dict]:
     return out
 
 
-def _num(x) -> str:
-    return "null" if x is None else repr(x)
+TIME_KEYS = ("start", "end", "retry_at")  # the row fields that are times
+
+
+def json_rows(page: dict) -> list[dict]:
+    """The rows of `page_rows` as JSON output gives them: times in ISO 8601 (`timefmt.iso`)."""
+    from hpcqueue.timefmt import iso
+
+    rows = page_rows(page)
+    for row in rows:
+        for key in TIME_KEYS:
+            if row.get(key) is not None:
+                row[key] = iso(row[key])
+    return rows
+
+
+def _stamps(column) -> list[str]:
+    """The times of COLUMN as JSON strings (ISO 8601, as `timefmt.iso` writes them), or
+    ``null`` where a time is 0.  The date, time and zone of each whole second are worked
+    out once per call: a page's tasks share a few."""
+    from hpcqueue.timefmt import _second
+
+    forms: dict = {}
+
+    def form(s: int) -> str:
+        stamp, zone = _second(s)
+        forms[s] = f = '"' + stamp + '.%06d' + zone + '"'
+        return f
+
+    get = forms.get
+    micros = [round(t * 1_000_000) for t in column]
+    return [(get(u // 1_000_000) or form(u // 1_000_000)) % (u % 1_000_000) if u else "null"
+            for u in micros]
 
 
 def page_ndjson(page: dict) -> str:
     """The rows of a page as JSON lines, as ``json.dumps(row)`` writes each row of
-    `page_rows`, without making the rows (a million a second, where dumps makes 300,000)."""
+    `json_rows`, without making the rows (dumps makes 300,000 rows a second)."""
     import json
 
     if page.get("entries") is not None or page.get("errors") or page.get("retry_at") \
             or not page.get("started"):
-        return "".join(json.dumps(r) + "\n" for r in page_rows(page))
+        return "".join(json.dumps(r) + "\n" for r in json_rows(page))
     names = [f'"{s.value}"' for s in STATE_CODES]
     ids = _column(page["ids"], "q")
-    cols = [_column(page[name], code) for name, code in PAGE_COLUMNS]
-    out = []
-    ended = (FINISHED, FAILED)
-    for tid, code, starts, crashes, retries, ex, w, t0, t1 in zip(ids, page["state"], *cols):
-        if starts:
-            done = code in ended
-            out.append(
-                f'{{"id": {tid}, "state": {names[code]}, "instance": {starts - 1}, '
-                f'"exit_code": {ex if done else "null"}, "worker": {w or "null"}, '
-                f'"start": {_num(t0 or None)}, "end": {_num(t1 or None) if done else "null"}, '
-                f'"crashes": {crashes}, "retries": {retries}}}\n')
-        else:
-            out.append(f'{{"id": {tid}, "state": {names[code]}, "instance": null, '
-                       '"exit_code": null, "worker": null, "start": null, "end": null, '
-                       '"crashes": 0, "retries": 0}\n')
-    return "".join(out)
+    starts, crashes, retries, exits, workers, t0, t1 = (
+        _column(page[name], code) for name, code in PAGE_COLUMNS)
+    state = page["state"]
+    ended = [code in (FINISHED, FAILED) for code in state]
+    return "".join([
+        f'{{"id": {tid}, "state": {names[code]}, "instance": {n - 1}, '
+        f'"exit_code": {ex if end else "null"}, "worker": {w or "null"}, '
+        f'"start": {a}, "end": {b if end else "null"}, "crashes": {c}, "retries": {r}}}\n'
+        if n else
+        f'{{"id": {tid}, "state": {names[code]}, "instance": null, "exit_code": null, '
+        '"worker": null, "start": null, "end": null, "crashes": 0, "retries": 0}\n'
+        for tid, code, n, c, r, ex, w, a, b, end
+        in zip(ids, state, starts, crashes, retries, exits, workers, _stamps(t0), _stamps(t1),
+               ended)])

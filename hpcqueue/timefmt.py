@@ -27,9 +27,6 @@ def iso(t: float | None) -> str | None:
     """T (seconds since the epoch) as ISO 8601 with microseconds and the zone; None stays None."""
     if t is None:
         return None
-    s = int(t // 1)
-    us = round((t - s) * 1_000_000)
-    if us >= 1_000_000:  # rounded up to the next whole second
-        s, us = s + 1, 0
+    s, us = divmod(round(t * 1_000_000), 1_000_000)
     pair = _SECONDS.get(s) or _second(s)
     return f"{pair[0]}.{us:06d}{pair[1]}"

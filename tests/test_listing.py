@@ -11,7 +11,8 @@ import time
 
 from hpcqueue.cli.common import ENV_PAGE_ROWS
 from hpcqueue.jobs import Job
-from hpcqueue.listing import list_page, page_ndjson, page_rows
+from hpcqueue.listing import TIME_KEYS, json_rows, list_page, page_ndjson, page_rows
+from hpcqueue.timefmt import iso
 from hpcqueue.model import IdRanges
 from hpcqueue.selectors import parse_tasks, task_spans
 
@@ -62,18 +63,22 @@ def test_pages_are_the_rows_of_the_job_in_any_mix():
         want = [job.task_row(i) for i in range(job.n)
                 if (codes is None or job.task_state(i) in codes)
                 and (spans is None or any(a <= i <= b for a, b in spans))]
-        got, text, after = [], "", 0
+        got, got_json, text, after = [], [], "", 0
         limit, scan = rnd.choice([1, 3, 7, 1000]), rnd.choice([1, 5, 1000])
         while True:
             page = list_page(job, spans, codes, after, limit, scan)
             got += page_rows(page)
+            got_json += json_rows(page)
             text += page_ndjson(page)
             if page["next"] is None:
                 break
             assert page["next"] > after
             after = page["next"]
         assert got == want, trial
-        assert text == "".join(json.dumps(r) + "\n" for r in want)
+        want_json = [{k: iso(v) if k in TIME_KEYS and v is not None else v
+                      for k, v in r.items()} for r in want]
+        assert got_json == want_json, trial
+        assert text == "".join(json.dumps(r) + "\n" for r in want_json), trial
 
 
 def test_a_filter_of_a_state_no_task_is_in_scans_nothing():
@@ -189,3 +194,15 @@ def test_wait_all_waits_for_the_unfinished_jobs_only(cluster):
     assert cluster.hq("submit", "--wait", "--", "true", timeout=60).returncode == 0
     assert cluster.hq("submit", "--wait", "--", "false", check=False,
                       timeout=60).returncode == 1
+
+
+def test_listing_times_are_the_iso_stamps_of_timefmt():
+    """`page_ndjson` formats times its own way for speed: it must agree with `timefmt.iso`
+    to the microsecond, rounding near a whole second included."""
+    from hpcqueue.listing import _stamps
+
+    rnd = random.Random(11)
+    times = [1.7e9 + rnd.random() * 1e6 for _ in range(2000)]
+    times += [1_800_000_000.9999996, 1_800_000_000.0000004, 1.5, 86399.9999999]
+    assert _stamps(times) == [json.dumps(iso(t)) for t in times]
+    assert _stamps([0.0]) == ["null"]

@@ -333,7 +333,7 @@ TASK_COLUMNS = ["ID", "STATE", "EXIT", "WORKER", "INSTANCE", "TIME"]
 @click.pass_context
 def task_list(ctx, job_id, task_ids, filters, limit, output):
     """The tasks of a job, in id order, written as they come from the server."""
-    from hpcqueue.listing import page_ndjson, page_rows
+    from hpcqueue.listing import json_rows, page_ndjson, page_rows
 
     writer = RowWriter(output, TASK_COLUMNS, lambda t: [
         t["id"], t["state"], t["exit_code"], t["worker"], t["instance"], _duration(t)])
@@ -344,7 +344,7 @@ def task_list(ctx, job_id, task_ids, filters, limit, output):
             if output == "ndjson":
                 writer.write([], last, text=page_ndjson(page))
             else:
-                writer.write(page_rows(page), last)
+                writer.write((json_rows if output == "json" else page_rows)(page), last)
         writer.close()
     except BrokenPipeError:
         return quiet_broken_pipe()
