@@ -77,3 +77,22 @@ def test_cli_refuses_bad_selectors_before_connecting(tmp_path):
     assert p.returncode == 2 and "names several jobs" in p.stderr
     p = hq("task", "list", "1", "--tasks", "a-b", server_dir=tmp_path / "none", check=False)
     assert p.returncode == 2 and "not a task id" in p.stderr
+
+
+def test_job_cat_takes_the_shared_task_selector(cluster):
+    """`job cat --tasks` parses ids as every other command does, and the server looks up only
+    the tasks named (files per task, not `--stream`)."""
+    cluster.start_server()
+    cluster.start_worker("--cpus", "2")
+    out = cluster.tmp / "out"
+    cluster.hq("submit", "--array", "1-20:2", "--stdout", f"{out}/%{{TASK_ID}}.out",
+               "--", "sh", "-c", 'echo "t$HPCQUEUE_TASK_ID"; [ "$HPCQUEUE_TASK_ID" != 7 ]')
+    cluster.hq("job", "wait", "1", check=False)
+    got = cluster.hq("job", "cat", "1", "stdout", "--tasks", "3-7,19,100-200").stdout
+    assert got.splitlines() == ["t3", "t5", "t7", "t19"]
+    got = cluster.hq("job", "cat", "1", "stdout", "--failed", "--tasks", "1-9").stdout
+    assert got.splitlines() == ["t7"]
+    assert cluster.hq("job", "cat", "1", "stdout", "--failed", "--tasks", "9-20").stdout == ""
+    p = cluster.hq("job", "cat", "1", "stdout", "--tasks", "9-3", check=False)
+    assert p.returncode == 2 and "ends before it starts" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -169,29 +169,12 @@ def job_close(ctx, job_id):
         click.echo(f"job {reply['job']} is not open: nothing to close")
 
 
-class TaskIds(click.ParamType):
-    """`--tasks 1-100,200`: task ids as `--array` writes them, kept as ranges."""
-
-    name = "IDS"
-
-    def convert(self, value, param, ctx):
-        from hpcqueue.exceptions import UsageError
-        from hpcqueue.model import parse_array
-
-        if isinstance(value, list):
-            return value
-        try:
-            return [list(r) for r in parse_array(value).ranges]
-        except UsageError as e:
-            self.fail(str(e).replace("--array", "--tasks"), param, ctx)
-
-
 @job.command("cat")
 @server_dir_option
 @click.argument("job_id", type=JobRef())
 @click.argument("stream", type=click.Choice(["stdout", "stderr"]))
 @click.option("--task", "task_id", type=int, help="Only this task.")
-@click.option("--tasks", "ranges", type=TaskIds(), metavar="IDS",
+@click.option("--tasks", "ranges", type=TaskSelectorType(),
               help="Only these tasks, e.g. 1-100,200.")
 @click.option("--failed", is_flag=True, help="Only the failed tasks.")
 @click.option("--tail", type=click.IntRange(min=0), metavar="N",
@@ -287,8 +270,17 @@ def _keeper(task_id, ranges, failed):
     if task_id is not None:
         return (lambda t: t == task_id), (task_id, task_id)
     if ranges:
-        return (lambda t: any(a <= t <= b and (t - a) % c == 0 for a, b, c in ranges)), \
-            (ranges[0][0], max(r[1] for r in ranges))
+        from bisect import bisect_right
+
+        from hpcqueue.selectors import parse_tasks
+
+        spans = parse_tasks(ranges)
+
+        def keep(t: int) -> bool:
+            k = bisect_right(spans, (t, float("inf"))) - 1
+            return k >= 0 and t <= spans[k][1]
+
+        return keep, (spans[0][0], spans[-1][1])
     return (lambda t: True), None
 
 

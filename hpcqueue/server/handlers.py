@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_right
+from itertools import chain
 
 from hpcqueue.exceptions import NotFound, RequestError, UsageError
 from hpcqueue.jobs import MAX_CRASH_LIMIT, MAX_RETRIES
@@ -490,17 +491,22 @@ def tasks(core: Core, req: dict) -> dict:
     codes = [i for i, s in enumerate(STATE_CODES) if s.value in wanted] if wanted else None
     most = PAGE_ROWS_ENTRIES if job.entries is not None else PAGE_ROWS
     after, limit = _page_args(req, most)
+    return list_page(job, _selected_spans(job, req), codes, after, limit)
+
+
+def _selected_spans(job, req: dict):
+    """The task index spans (see `task_spans`) of the id selector `tasks` of REQ (text, e.g.
+    '1-100,200'), or None when it has none: every task."""
     selected = req.get("tasks")
-    spans = None
-    if selected is not None:
-        if not isinstance(selected, str):
-            raise RequestError(f"'tasks' must be task ids as text (e.g. '1-100,200'), not "
-                               f"{brief(selected)}")
-        try:
-            spans = task_spans(parse_tasks(selected), job.ids.ranges)
-        except UsageError as e:
-            raise RequestError(f"'tasks': {e}") from None
-    return list_page(job, spans, codes, after, limit)
+    if selected is None:
+        return None
+    if not isinstance(selected, str):
+        raise RequestError(f"'tasks' must be task ids as text (e.g. '1-100,200'), not "
+                           f"{brief(selected)}")
+    try:
+        return task_spans(parse_tasks(selected), job.ids.ranges)
+    except UsageError as e:
+        raise RequestError(f"'tasks': {e}") from None
 
 
 def _task_index(job, task_id) -> int:
@@ -528,25 +534,10 @@ def failed(core: Core, req: dict) -> dict:
     return {"job": job.id, "failed": out}
 
 
-MAX_CAT_RANGES = 10_000  # ranges in one `job cat --tasks`
-
-
-def _cat_filter(req: dict):
-    """Which task ids `cat` asks for: a predicate, or None for all ('task', or 'tasks' as
-    [start, stop, step] ranges)."""
-    one, ranges = req.get("task"), req.get("tasks")
-    if one is not None:
-        if not _is_int(one):
-            raise RequestError(f"'task' must be a task id (a whole number), not {brief(one)}")
-        return lambda t: t == one
-    if ranges is None:
-        return None
-    if not (isinstance(ranges, list) and len(ranges) <= MAX_CAT_RANGES and all(
-            isinstance(r, list) and len(r) == 3 and all(_is_int(x) for x in r) and r[2] >= 1
-            for r in ranges)):
-        raise RequestError(f"'tasks' must be a list of at most {MAX_CAT_RANGES} "
-                           f"[start, stop, step] ranges, not {brief(ranges)}")
-    return lambda t: any(a <= t <= b and (t - a) % c == 0 for a, b, c in ranges)
+def _in_spans(spans: list, i: int) -> bool:
+    """Whether index I is in one of SPANS (sorted, disjoint (lo, hi) pairs)."""
+    k = bisect_right(spans, (i, float("inf"))) - 1
+    return k >= 0 and spans[k][0] <= i <= spans[k][1]
 
 
 @handler("cat")
@@ -558,34 +549,27 @@ def cat(core: Core, req: dict) -> dict:
     stream = req.get("stream")
     if not isinstance(stream, str) or stream not in ("stdout", "stderr"):
         raise RequestError(f"'stream' must be stdout or stderr, not {brief(stream)}")
-    keep = _cat_filter(req)
-    only_failed = check_flag(req, "failed")
-    failed_ids = None
-    if only_failed:
-        failed_ids = [job.ids.id_at(i)
-                      for i in sorted(job.indexes_in(STATE_CODES.index(TaskState.FAILED)))]
-        if keep is not None:
-            failed_ids = [t for t in failed_ids if keep(t)]
+    one = req.get("task")
+    if one is not None:
+        spans = [(_task_index(job, one),) * 2]
+    else:
+        spans = _selected_spans(job, req)
+    if spans is None:
+        spans = [(0, job.n - 1)] if job.n else []
     spec = job.spec
-    if spec.get("stream"):
-        reply = {"job": job.id, "dir": os.path.join(spec["stream"], f"job-{job.id}")}
-        if failed_ids is not None:
-            reply["failed"] = failed_ids
-        return reply
+    if check_flag(req, "failed"):
+        failed = job.indexes_in(STATE_CODES.index(TaskState.FAILED))
+        indexes = sorted(i for i in failed if _in_spans(spans, i))
+        if spec.get("stream"):
+            return {"job": job.id, "dir": os.path.join(spec["stream"], f"job-{job.id}"),
+                    "failed": [job.ids.id_at(i) for i in indexes]}
+    else:
+        if spec.get("stream"):
+            return {"job": job.id, "dir": os.path.join(spec["stream"], f"job-{job.id}")}
+        indexes = chain.from_iterable(range(lo, hi + 1) for lo, hi in spans)
     template = spec.get(stream)
     if not template or template in ("none", "inherit"):
         raise RequestError(f"job {job.id} did not keep its {stream} (it was {template or 'none'})")
-    if failed_ids is not None:
-        indexes = [job.ids.index_of(t) for t in failed_ids]
-    elif req.get("task") is not None:
-        indexes = [_task_index(job, req.get("task"))]
-    elif req.get("tasks") is not None and sum(
-            (b - a) // c + 1 for a, b, c in req["tasks"] if a <= b) <= job.n:
-        # fewer ids asked for than the job has: look them up, not the job's every task
-        found = (job.ids.index_of(t) for a, b, c in req["tasks"] for t in range(a, b + 1, c))
-        indexes = sorted({i for i in found if i is not None})
-    else:
-        indexes = range(job.n)
     every = check_flag(req, "all_instances") and "%{INSTANCE_ID}" in (
         template + (spec.get("cwd") or ""))
     out = []
@@ -594,8 +578,6 @@ def cat(core: Core, req: dict) -> dict:
         if job.state is None or job.starts[i] == 0:
             continue
         task_id = job.ids.id_at(i)
-        if keep is not None and not keep(task_id):
-            continue
         entry = job.entries[i] if job.entries is not None else None
         last = job.starts[i] - 1
         for instance in range(last + 1) if every else (last,):
