@@ -161,3 +161,19 @@ def test_named_priorities_order_dispatch_and_bad_names_are_refused(cluster):
     p = cluster.hq("submit", "--priority", "urgent", "--", "true", check=False)
     assert p.returncode == 2 and "high, normal, low" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_bad_progress_interval_is_refused_by_name_and_the_server_keeps_serving(cluster):
+    from hpcqueue.access import connect
+
+    cluster.start_server()
+    cluster.hq("submit", "--", "true")
+    for bad in ("abc", -1, [1]):
+        conn = connect(cluster.server_dir)
+        try:
+            conn.send({"op": "wait", "jobs": "all", "progress": True, "interval": bad})
+            reply = conn.recv()
+        finally:
+            conn.close()
+        assert reply["ok"] is False and "'interval'" in reply["error"], reply
+    assert json.loads(cluster.hq("job", "info", "1", "--output", "json").stdout)["id"] == 1

@@ -54,7 +54,7 @@ from hpcqueue.server.config import ServerConfig
 from hpcqueue.server.core import Core, Peer
 from hpcqueue.autoalloc import handlers as _alloc_handlers  # noqa: F401 (registers them)
 from hpcqueue.autoalloc.service import AutoAlloc
-from hpcqueue.server.handlers import HANDLERS, _job_ids, check_flag
+from hpcqueue.server.handlers import HANDLERS, _job_ids, check_flag, check_seconds
 from hpcqueue.server.tracing import TRACE, TracedSession, hello_summary
 from hpcqueue.server.workers import worker_session
 from hpcqueue.state import ServerState
@@ -427,10 +427,12 @@ class Server:
         # ever: an old failed job would make every later `job wait all` fail
         ids = _job_ids(core, msg.get("jobs", "all"),
                        unfinished_if_all=check_flag(msg, "unfinished"))
+        # at most 20 progress lines a second, however small the interval a peer asks for
+        period = max(0.05, check_seconds(msg.get("interval"), "interval") or 0.25) \
+            if msg.get("progress") else None
         watch = FailureWatch(core, peer, ids) if check_flag(msg, "failures") else None
         waiter = core.add_waiter(set(ids))
         eof = asyncio.ensure_future(peer.reader.read(1))
-        period = float(msg.get("interval") or 0.25) if msg.get("progress") else None
         try:
             while not waiter.event.is_set():
                 ev = asyncio.ensure_future(waiter.event.wait())
