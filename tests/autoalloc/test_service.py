@@ -199,3 +199,21 @@ def test_only_the_last_folders_of_ended_allocations_are_kept(tmp_path):
         assert (tmp_path / "autoalloc/1/2/job.sh").exists()
         assert (tmp_path / "autoalloc/1/3/job.sh").exists()
     asyncio.run(main())
+
+
+def test_demand_leaves_out_retries_that_wait_out_their_delay():
+    from types import SimpleNamespace
+
+    from hpcqueue.autoalloc.service import demand_of
+    from hpcqueue.jobs import Job
+
+    job = Job(1, {"cmd": ["false"], "ids": [[1, 5, 1]], "cpus": 1, "max_retries": 3,
+                  "retry_delay": [600, 600]}, 0)
+    state = SimpleNamespace(ready_jobs=lambda: [job])
+    assert [d.count for d in demand_of(state)] == [5]
+    now = time.time()
+    for i in (0, 1):
+        job.start(i, 1, now)
+        assert job.finish(i, 1, now, now + 1, None, now + 1)  # back to waiting, delayed
+    assert job.waiting == 5 and job.available == 3
+    assert [d.count for d in demand_of(state)] == [3]
