@@ -51,6 +51,8 @@ def test_a_delayed_task_waits_counted_as_waiting_and_can_be_canceled(cluster, tm
     assert info["state"] == "waiting" and info["retry_at"] > time.time() + 50
     job = json.loads(cluster.hq("job", "info", "1", "--output", "json").stdout)
     assert job["waiting"] == 1 and job["running"] == 0 and job["state"] == "waiting"
+    server = json.loads(cluster.hq("server", "info", "--output", "json").stdout)
+    assert server["waiting"] == 0 and server["delayed"] == 1, server  # none may run now
     time.sleep(1.0)
     assert len(starts(log)) == 1  # the worker is idle, and the task is not handed out
     cluster.hq("job", "cancel", "1")

@@ -269,7 +269,8 @@ def info(ctx, output):
         ("server dir", r["server_dir"]), ("instance dir", r.get("instance_dir")),
         ("log file", r.get("log_file")), ("pid file", r.get("pid_file")),
         ("journal", r["journal"]),
-        ("jobs", r["jobs"]), ("waiting tasks", r["waiting"]), ("workers", r["workers"]),
+        ("jobs", r["jobs"]), ("waiting tasks", r["waiting"]),
+        ("delayed retries", r.get("delayed", 0)), ("workers", r["workers"]),
     ])
 
 

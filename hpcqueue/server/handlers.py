@@ -637,7 +637,9 @@ def server_info(core: Core, req: dict) -> dict:
     info = dict(core.info)
     info.update(
         now=time.time(), jobs=len(st.jobs), workers=len(core.live),
-        waiting=sum(j.waiting for j in st.ready.values()),
+        # tasks that may run now; retries waiting out a --retry-delay are counted apart
+        waiting=sum(j.available for j in st.ready.values()),
+        delayed=sum(len(j.retry_at) for j in st.jobs.values() if j.retry_at),
         journal=core.journal.path if core.journal is not None else None,
         journal_bytes=core.journal.bytes_written if core.journal is not None else None,
     )
