@@ -282,8 +282,8 @@ class RowWriter:
             if self.colour and not header and self.columns[k] == "STATE" and state_style(c):
                 text = click.style(text, fg=state_style(c).replace("dim", "bright_black"))
             parts.append(text)
-        line = " ".join(parts).rstrip() + "\n"
-        return click.style(line, bold=True) if header and self.colour else line
+        line = " ".join(parts).rstrip()
+        return (click.style(line, bold=True) if header and self.colour else line) + "\n"
 
     def close(self) -> None:
         if self.output == "json":
