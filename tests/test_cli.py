@@ -93,3 +93,27 @@ def test_submit_wait_and_progress(cluster):
     assert "50 finished" in p.stdout and "50/50" in p.stderr
     p = cluster.hq("job", "progress", "all")
     assert "50/50" in p.stderr
+
+
+@pytest.mark.parametrize("group", [[], ["job"], ["task"], ["alloc"], ["config"], ["server"],
+                                   ["worker"], ["journal"]])
+def test_a_bare_group_prints_its_help(tmp_path, group):
+    import click
+
+    from hpcqueue.cli import cli
+
+    p = hq(*group, server_dir=tmp_path / "sd")  # exit 0 (hq checks it)
+    assert p.stderr == "" and p.stdout.startswith(f"Usage: hpcqueue {' '.join(group)}".strip())
+    command = cli
+    for name in group:
+        command = command.commands[name]
+    assert isinstance(command, click.Group)
+    commands = p.stdout.split("Commands:")[1].split()
+    assert set(command.commands) <= set(commands)
+
+
+def test_run_says_where_output_goes(tmp_path):
+    p = hq("run", "--help")
+    assert "goes to this terminal" in p.stdout and "job-%{JOB_ID}" in p.stdout
+    assert "default: this process's stdout" in " ".join(p.stdout.split())
+    one_clear_line(hq("run", check=False, cwd=tmp_path), "no command", "hpcqueue run --")

@@ -10,6 +10,7 @@ import random
 import time
 
 from hpcqueue.cli.common import ENV_PAGE_ROWS
+from hpcqueue.cli.output import with_times
 from hpcqueue.jobs import Job
 from hpcqueue.listing import TIME_KEYS, json_rows, list_page, page_ndjson, page_rows
 from hpcqueue.timefmt import iso
@@ -105,7 +106,8 @@ def test_task_listings_in_pages_agree(cluster, monkeypatch):
     assert {r["state"] for r in rows} == {"finished", "failed"}
     assert all((r["exit_code"] == 1) == (r["id"] % 3 == 0) for r in rows)
     as_json = json.loads(cluster.hq("task", "list", "1", "--output", "json").stdout)
-    assert as_json == rows
+    # JSON gives times in ISO 8601 (the JSON lines too, once page_ndjson does)
+    assert as_json == [with_times(r, "start", "end") for r in rows]
     # --limit, --tasks, --filter and their mix
     assert _ndjson(cluster, "1", "--limit", "10") == rows[:10]
     assert _ndjson(cluster, "last", "--tasks", "5-7,2999-4000") == rows[4:7] + rows[2998:]

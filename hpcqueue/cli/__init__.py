@@ -12,22 +12,29 @@ import click
 
 from hpcqueue import __version__
 from hpcqueue.cli.common import server_dir_option
+from hpcqueue.cli.output import global_output_option
 from hpcqueue.exceptions import HpcqueueError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="hpcqueue")
 @server_dir_option
+@global_output_option
 def cli():
     """A task queue for HPC clusters.
 
     Start a server, start workers (by hand or in batch jobs), submit tasks.
     `hpcqueue run` does all three in one process, with no cluster.
+
+    `--output json` (or $HPCQUEUE_OUTPUT) makes every command answer in JSON;
+    `hpcqueue completion bash` prints a shell completion script.
     """
 
 
 def _register() -> None:
-    from hpcqueue.cli import alloc, config, jobs, journal, run, server, submit, worker
+    from hpcqueue.cli import (
+        alloc, completion, config, jobs, journal, run, server, submit, worker,
+    )
 
     cli.add_command(server.server)
     cli.add_command(worker.worker)
@@ -38,6 +45,7 @@ def _register() -> None:
     cli.add_command(run.run)
     cli.add_command(alloc.alloc)
     cli.add_command(config.config_group)
+    cli.add_command(completion.completion)
 
 
 _register()
@@ -50,6 +58,9 @@ def _one_line(text: str) -> str:
 def main(argv=None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="hpcqueue", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:  # a bare group: its help, as --help
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx is not None else "hpcqueue"
         click.echo(f"hpcqueue: error: {_one_line(e.format_message())} "

@@ -6,9 +6,10 @@ import sys
 
 import click
 
-from hpcqueue.cli.common import (
-    DURATION, get_server_dir, output_option, print_fields, print_json, print_table, request,
-    server_dir_option, when,
+from hpcqueue.cli.common import DURATION, get_server_dir, request, server_dir_option
+from hpcqueue.cli.completion import profile_names, queue_refs
+from hpcqueue.cli.output import (
+    emit, output_option, print_fields, print_table, when, when_short, with_times,
 )
 from hpcqueue.model import format_duration
 
@@ -19,8 +20,9 @@ def queue_options(fn):
     options = [
         click.argument("scheduler", type=click.Choice(SCHEDULER_NAMES)),
         click.option("--name", help="A name for the queue."),
-        click.option("--profile", help="A site profile (SITE/NAME or NAME) to start from; "
-                                       "flags given here override it."),
+        click.option("--profile", shell_complete=profile_names,
+                     help="A site profile (SITE/NAME or NAME) to start from; flags given "
+                          "here override it."),
         click.option("--time-limit", type=DURATION,
                      help="Wall time of each allocation (required unless the profile sets it)."),
         click.option("--backlog", type=click.IntRange(min=1), default=1, show_default=True,
@@ -147,8 +149,9 @@ def alloc():
 @queue_options
 @click.option("--no-dry-run", is_flag=True,
               help="Skip the test submission (held, then cancelled) at add time.")
+@output_option
 @click.pass_context
-def add(ctx, no_dry_run, **opts):
+def add(ctx, no_dry_run, output, **opts):
     """Add an allocation queue: `alloc add slurm --partition cpu --time-limit 1h`.
 
     Extra scheduler arguments go after `--`; each becomes a directive line.
@@ -156,6 +159,9 @@ def add(ctx, no_dry_run, **opts):
     params = build_params(ctx, opts)
     r = request(ctx, "alloc_add", timeout=180, params=params.to_dict(),
                 dry_run=not no_dry_run)
+    if output != "table":
+        return emit(output, {"queue": r["queue"], "dry_run": not no_dry_run},
+                    ids=[r["queue"]])
     click.echo(f"allocation queue {r['queue']} added"
                + ("" if no_dry_run else " (dry run passed)"))
 
@@ -165,7 +171,9 @@ def add(ctx, no_dry_run, **opts):
 @queue_options
 @click.pass_context
 def dry_run_cmd(ctx, **opts):
-    """Print the script a queue would submit, and submit it held and cancel it."""
+    """Print the script a queue would submit, and submit it held and cancel it.
+
+    The script is printed as it is, whatever --output says."""
     import asyncio
 
     from hpcqueue.autoalloc.service import dry_run
@@ -187,8 +195,8 @@ def _queue_ref(value: str):
 def list_(ctx, output):
     """Allocation queues, with their state and allocations."""
     rows = request(ctx, "alloc_list")["queues"]
-    if output == "json":
-        return print_json(rows)
+    if output != "table":
+        return emit(output, rows, ids=[q["id"] for q in rows])
     print_table(["ID", "NAME", "SCHEDULER", "STATE", "QUEUED", "RUNNING", "WORKERS", "REASON"],
                 [[q["id"], q["name"], q["scheduler"], q["state"], q["queued"], q["running"],
                   q["workers"], q["pause_reason"] or q["last_error"]] for q in rows])
@@ -196,15 +204,16 @@ def list_(ctx, output):
 
 @alloc.command()
 @server_dir_option
-@click.argument("queue")
+@click.argument("queue", shell_complete=queue_refs)
 @output_option
 @click.pass_context
 def info(ctx, queue, output):
     """A queue's parameters and its allocations with their states and times."""
     q = request(ctx, "alloc_info", queue=_queue_ref(queue))
     q.pop("ok", None)
-    if output == "json":
-        return print_json(q)
+    if output != "table":
+        allocs = [with_times(a, "submitted", "started", "ended") for a in q["allocations"]]
+        return emit(output, dict(q, allocations=allocs), ids=[q["id"]])
     p = q["params"]
     print_fields([
         ("queue", q["id"]), ("name", q["name"]), ("scheduler", q["scheduler"]),
@@ -217,40 +226,50 @@ def info(ctx, queue, output):
     ])
     print_table(["ALLOC", "JOB ID", "STATE", "WORKERS", "SUBMITTED", "STARTED", "ENDED",
                  "REASON"],
-                [[a["id"], a["job_id"], a["state"], a["workers"], when(a["submitted"]),
-                  when(a["started"]), when(a["ended"]), a["reason"]]
+                [[a["id"], a["job_id"], a["state"], a["workers"], when_short(a["submitted"]),
+                  when_short(a["started"]), when_short(a["ended"]), a["reason"]]
                  for a in q["allocations"]])
 
 
 @alloc.command()
 @server_dir_option
-@click.argument("queue")
+@click.argument("queue", shell_complete=queue_refs)
+@output_option
 @click.pass_context
-def pause(ctx, queue):
+def pause(ctx, queue, output):
     """Stop submitting allocations for a queue."""
-    request(ctx, "alloc_pause", queue=_queue_ref(queue))
+    r = request(ctx, "alloc_pause", queue=_queue_ref(queue))
+    if output != "table":
+        return emit(output, {"queue": r["queue"], "state": r["state"]}, ids=[r["queue"]])
     click.echo(f"queue {queue} paused")
 
 
 @alloc.command()
 @server_dir_option
-@click.argument("queue")
+@click.argument("queue", shell_complete=queue_refs)
+@output_option
 @click.pass_context
-def resume(ctx, queue):
+def resume(ctx, queue, output):
     """Submit allocations for a paused queue again (clears its failure count)."""
-    request(ctx, "alloc_resume", queue=_queue_ref(queue))
+    r = request(ctx, "alloc_resume", queue=_queue_ref(queue))
+    if output != "table":
+        return emit(output, {"queue": r["queue"], "state": r["state"]}, ids=[r["queue"]])
     click.echo(f"queue {queue} resumed")
 
 
 @alloc.command()
 @server_dir_option
-@click.argument("queue")
+@click.argument("queue", shell_complete=queue_refs)
 @click.option("--force", is_flag=True, help="Cancel its allocations now instead of letting "
                                             "them drain.")
+@output_option
 @click.pass_context
-def remove(ctx, queue, force):
+def remove(ctx, queue, force, output):
     """Remove a queue: its allocations drain, or with --force are cancelled."""
     r = request(ctx, "alloc_remove", timeout=120, queue=_queue_ref(queue), force=force)
+    r.pop("ok", None)
+    if output != "table":
+        return emit(output, r, ids=[r["queue"]])
     if r["cancelled"]:
         click.echo(f"queue {r['queue']} removed; cancelled {' '.join(r['cancelled'])}")
     elif r["draining"]:
@@ -261,15 +280,16 @@ def remove(ctx, queue, force):
 
 @alloc.command()
 @server_dir_option
-@click.argument("queue")
+@click.argument("queue", shell_complete=queue_refs)
 @output_option
 @click.pass_context
 def explain(ctx, queue, output):
     """Why the queue submits (or does not submit) allocations: recent decisions."""
     r = request(ctx, "alloc_explain", queue=_queue_ref(queue))
     r.pop("ok", None)
-    if output == "json":
-        return print_json(r)
+    if output != "table":
+        decisions = [with_times(d, "t") for d in r["decisions"]]
+        return emit(output, dict(r, decisions=decisions), ids=[])
     click.echo(f"queue {r['queue']} is {r['state']}"
                + (f": {r['pause_reason']}" if r["pause_reason"] else ""))
     now = r["now"]
@@ -288,7 +308,8 @@ def explain(ctx, queue, output):
 @click.argument("stream", type=click.Choice(["stdout", "stderr", "script"]))
 @click.pass_context
 def log(ctx, alloc_id, stream):
-    """Print an allocation's stdout, stderr or the exact script submitted."""
+    """Print an allocation's stdout, stderr or the exact script submitted (as it is,
+    whatever --output says)."""
     path = request(ctx, "alloc_log", alloc=alloc_id, stream=stream)["path"]
     try:
         with open(path, "rb") as f:

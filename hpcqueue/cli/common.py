@@ -1,9 +1,8 @@
-"""Pieces every command uses: the server-dir option, requests, output; and the command
+"""Pieces every command uses: the server-dir option, requests, selectors; and the command
 class and logging options of the long-running commands (server start, worker start)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -26,18 +25,6 @@ server_dir_option = click.option(
     help=f"Server dir (default ${ENV_SERVER_DIR} or ~/.hpcqueue-server).",
 )
 
-output_option = click.option(
-    "--output", "output", type=click.Choice(["table", "json"]), default="table",
-    show_default=True, help="Output format.",
-)
-
-
-list_output_option = click.option(
-    "--output", "output", type=click.Choice(["table", "json", "ndjson"]), default="table",
-    show_default=True,
-    help="Output format: a table, a JSON array, or JSON lines (one object a line); all are "
-         "written as the rows come.",
-)
 limit_option = click.option("--limit", type=click.IntRange(min=1), metavar="N",
                             help="At most N rows.")
 
@@ -142,6 +129,11 @@ class JobRef(click.ParamType):
         except UsageError as e:
             self.fail(str(e), param, ctx)
 
+    def shell_complete(self, ctx, param, incomplete):
+        from hpcqueue.cli.completion import job_ids
+
+        return job_ids(ctx, param, incomplete)
+
 
 class JobSelectorType(click.ParamType):
     """Jobs: `3`, `1-3,7`, `last` or `all`; sent to the server as its text, normalized."""
@@ -155,6 +147,11 @@ class JobSelectorType(click.ParamType):
             return str(parse_jobs(value))
         except UsageError as e:
             self.fail(str(e), param, ctx)
+
+    def shell_complete(self, ctx, param, incomplete):
+        from hpcqueue.cli.completion import job_selectors
+
+        return job_selectors(ctx, param, incomplete)
 
 
 class TaskSelectorType(click.ParamType):
@@ -234,65 +231,6 @@ def _least(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
 
-class RowWriter:
-    """Rows written as they come: JSON lines, a JSON array, or a table.
-
-    A table that fits in one page of the server and on the screen is a rich table; a longer
-    one is written as fixed-width lines under one header (a rich table needs every row
-    first), its widths from the first rows."""
-
-    def __init__(self, output: str, columns: list[str], cells):
-        self.output, self.columns, self.cells = output, columns, cells
-        self.out = sys.stdout
-        self.started = False
-        self.widths: list[int] | None = None
-
-    def write(self, rows: list[dict], last: bool = False, text: str | None = None) -> None:
-        """ROWS (TEXT: the same as JSON lines already, for ndjson); LAST: no page follows."""
-        out = self.out
-        if self.output == "ndjson":
-            out.write(text if text is not None else
-                      "".join(json.dumps(r, default=str) + "\n" for r in rows))
-        elif self.output == "json":
-            if rows:
-                lead = ",\n" if self.started else "[\n"
-                out.write(lead + ",\n".join(json.dumps(r, default=str) for r in rows))
-                self.started = True
-        else:
-            cells = [["-" if v is None else str(v) for v in self.cells(r)] for r in rows]
-            if not self.started and last and len(cells) < _screen_lines():
-                self.started = True
-                self.widths = []
-                return print_table(self.columns, cells)
-            if self.widths is None:
-                self.widths = [max([len(c)] + [len(r[k]) for r in cells])
-                               for k, c in enumerate(self.columns)]
-            if not self.started:
-                self.started = True
-                out.write(self._line(self.columns, bold=out.isatty()))
-            out.write("".join(self._line(r) for r in cells))
-        out.flush()
-
-    def _line(self, cells: list[str], bold: bool = False) -> str:
-        w = self.widths
-        line = " ".join(c.ljust(w[k]) for k, c in enumerate(cells[:-1])) + " " + cells[-1]
-        line = line.rstrip() + "\n"
-        return click.style(line, bold=True) if bold else line
-
-    def close(self) -> None:
-        if self.output == "json":
-            self.out.write("\n]\n" if self.started else "[]\n")
-        elif self.output == "table" and not self.started:
-            print_table(self.columns, [])
-        self.out.flush()
-
-
-def _screen_lines() -> int:
-    import shutil
-
-    return shutil.get_terminal_size((80, 40)).lines - 2
-
-
 def quiet_broken_pipe() -> int:
     """The reader of stdout went away (`| head`): stop quietly, exit 0.  Stdout becomes
     /dev/null, so that the flush at exit does not complain."""
@@ -302,40 +240,3 @@ def quiet_broken_pipe() -> int:
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return 0
-
-
-def print_json(data) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
-
-
-def print_table(columns: list[str], rows: list[list], title: str | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
-    for c in columns:
-        table.add_column(c, overflow="fold")
-    for r in rows:
-        table.add_row(*["-" if v is None else str(v) for v in r])
-    Console().print(table)
-
-
-def print_fields(pairs: list[tuple[str, object]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for k, v in pairs:
-        table.add_row(k, "-" if v is None else str(v))
-    Console().print(table)
-
-
-def when(ts) -> str | None:
-    if not ts:
-        return None
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))

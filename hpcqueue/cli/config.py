@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from hpcqueue.cli.common import output_option, print_json, print_table
+from hpcqueue.cli.completion import profile_names
+from hpcqueue.cli.output import emit, output_option, print_table
 
 
 @click.group("config")
@@ -27,7 +28,8 @@ def _show_value(v) -> str:
 
 
 @config_group.command()
-@click.option("--profile", help="Also resolve this profile (default: settings' profile).")
+@click.option("--profile", shell_complete=profile_names,
+              help="Also resolve this profile (default: settings' profile).")
 @click.option("--blame", is_flag=True, help="Say where each value came from.")
 @output_option
 def show(profile, blame, output):
@@ -53,34 +55,43 @@ def show(profile, blame, output):
     else:
         for key, v in sorted(cfg.effective(None).items()):
             rows.append((key, v.value, v.source))
-    if output == "json":
-        return print_json([{"key": k, "value": v, "source": s} for k, v, s in rows])
+    if output != "table":
+        return emit(output, [{"key": k, "value": v, "source": s} for k, v, s in rows])
     columns = ["KEY", "VALUE", "FROM"] if blame else ["KEY", "VALUE"]
     print_table(columns, [[k, _show_value(v), s][:len(columns)] for k, v, s in rows])
 
 
 @config_group.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
-def validate(files):
-    """Check config files: each problem with its file, line and key."""
+@output_option
+def validate(files, output):
+    """Check config files: each problem with its file, line and key (exit 1 if any).
+
+    Quiet output: the files that have problems."""
     from hpcqueue.config.schema import parse
 
-    bad = 0
+    results = []
     for path in files:
         _, _, problems = parse(path)
+        results.append({"file": path, "ok": not problems,
+                        "problems": [str(p) for p in problems]})
+        if output != "table":
+            continue
         for p in problems:
             click.echo(str(p), err=True)
-        if problems:
-            bad += 1
-        else:
+        if not problems:
             click.echo(f"{path}: ok")
-    return 1 if bad else 0
+    if output != "table":
+        emit(output, results, ids=[r["file"] for r in results if not r["ok"]])
+    return 0 if all(r["ok"] for r in results) else 1
 
 
 @config_group.command()
 @output_option
 def profiles(output):
-    """The profiles every layer provides, and where they come from."""
+    """The profiles every layer provides, and where they come from.
+
+    Quiet output: the profile names."""
     cfg = _load()
     rows = []
     for name, p in sorted(cfg.profiles.items()):
@@ -91,11 +102,24 @@ def profiles(output):
             "description": v["description"].value if "description" in v else None,
             "source": ", ".join(p.files),
         })
-    if output == "json":
-        return print_json(rows)
+    if output != "table":
+        return emit(output, rows, ids=[r["profile"] for r in rows])
     print_table(["PROFILE", "SCHEDULER", "PARTITION", "DESCRIPTION", "SOURCE"],
-                [[r["profile"], r["scheduler"], r["partition"], r["description"], r["source"]]
+                [[r["profile"], r["scheduler"], r["partition"], r["description"],
+                  ", ".join(_short_path(f) for f in cfg.profiles[r["profile"]].files)]
                  for r in rows])
+
+
+def _short_path(path: str) -> str:
+    """A config file's path for a table: `packaged/` for those shipped, `~` for home."""
+    import os
+
+    from hpcqueue.config import PACKAGED
+
+    if os.path.dirname(os.path.abspath(path)) == str(PACKAGED):
+        return "packaged/" + os.path.basename(path)
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if path.startswith(home + os.sep) else path
 
 
 DEFAULTS = """\
@@ -143,8 +167,11 @@ profiles:
 @config_group.command()
 @click.argument("path", required=False, type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def defaults(path, force):
-    """Write a commented file with every key and its default (to PATH or stdout)."""
+@output_option
+def defaults(path, force, output):
+    """Write a commented file with every key and its default (to PATH or stdout).
+
+    Without PATH the file is printed as it is, whatever --output says."""
     import os
 
     if not path:
@@ -155,5 +182,5 @@ def defaults(path, force):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(DEFAULTS)
-    click.echo(f"wrote {path}")
+    emit(output, {"wrote": path}, table=lambda: click.echo(f"wrote {path}"), ids=[path])
     return 0

@@ -8,9 +8,11 @@ import sys
 import click
 
 from hpcqueue.cli.common import (
-    JobRef, JobSelectorType, RowWriter, TaskSelectorType, limit_option, list_output_option,
-    output_option, pages, print_fields, print_json, quiet_broken_pipe, request,
-    server_dir_option, when,
+    JobRef, JobSelectorType, TaskSelectorType, limit_option, pages, quiet_broken_pipe, request,
+    server_dir_option,
+)
+from hpcqueue.cli.output import (
+    RowWriter, emit, list_output_option, output_option, print_fields, when, with_times,
 )
 from hpcqueue.model import TaskState, JobState, format_duration
 
@@ -41,7 +43,7 @@ def job_list(ctx, jobs, filters, limit, output):
     """Jobs, one line each: all of them, or JOBS (e.g. 1-3,7 or last)."""
     writer = RowWriter(output, JOB_COLUMNS, lambda j: [
         j["id"], j["name"], _state(j), j["tasks"], j["waiting"], j["running"], j["finished"],
-        j["failed"], j["canceled"]])
+        j["failed"], j["canceled"]], times=JOB_TIMES)
     fields = {"filter": list(filters)}
     if jobs is not None:
         fields["jobs"] = jobs
@@ -55,6 +57,9 @@ def job_list(ctx, jobs, filters, limit, output):
     except BrokenPipeError:
         return quiet_broken_pipe()
     return 0
+
+
+JOB_TIMES = ("submitted", "ended")
 
 
 def _state(j: dict) -> str:
@@ -71,8 +76,8 @@ def job_info(ctx, job_id, output):
     """One job in detail."""
     j = request(ctx, "job_info", job=job_id)
     j.pop("ok", None)
-    if output == "json":
-        return print_json(j)
+    if output != "table":
+        return emit(output, with_times(j, *JOB_TIMES), ids=[j["id"]])
     spec = j["spec"]
     cmd = " ".join(spec.get("cmd") or []) or "(each line is a shell command)"
     runtime = (j["ended"] or 0) - j["submitted"] if j["ended"] else None
@@ -101,37 +106,45 @@ def job_info(ctx, job_id, output):
 @job.command("wait")
 @server_dir_option
 @click.argument("job_id", metavar="JOBS", type=JOBS)
-@click.option("--progress", is_flag=True, help="Show a progress bar while waiting.")
+@click.option("--progress", is_flag=True, help="Show a progress bar (on stderr) while waiting.")
+@output_option
 @click.pass_context
-def job_wait(ctx, job_id, progress):
+def job_wait(ctx, job_id, progress, output):
     """Wait until jobs end: JOBS is e.g. 3, 1-3,7, last or all (the jobs unfinished now).
 
+    Prints each job's final state and counts (--output json: a list of them).
     Exit code 0 if every task of them finished, 1 if any failed or was canceled."""
     from hpcqueue.cli import waiting
 
-    return waiting.report(waiting.wait(ctx, job_id, progress, unfinished=True))
+    return waiting.report(waiting.wait(ctx, job_id, progress, unfinished=True), output)
 
 
 @job.command("progress")
 @server_dir_option
 @click.argument("job_id", metavar="JOBS", type=JOBS)
+@output_option
 @click.pass_context
-def job_progress(ctx, job_id):
-    """Progress until the jobs end: a line per job and a total, with an ETA (plain lines
-    every 10 s when not on a terminal)."""
+def job_progress(ctx, job_id, output):
+    """Progress until the jobs end, on stderr: a line per job and a total, with an ETA
+    (plain lines every 10 s when not on a terminal); then the final states, as `job wait`."""
     from hpcqueue.cli import waiting
 
-    return waiting.report(waiting.wait(ctx, job_id, True))
+    return waiting.report(waiting.wait(ctx, job_id, True), output)
 
 
 @job.command("cancel")
 @server_dir_option
 @click.argument("job_id", metavar="JOBS", type=JOBS)
+@output_option
 @click.pass_context
-def job_cancel(ctx, job_id):
-    """Cancel the waiting and running tasks of JOBS (e.g. 3, 1-3,7, last or all)."""
+def job_cancel(ctx, job_id, output):
+    """Cancel the waiting and running tasks of JOBS (e.g. 3, 1-3,7, last or all).
+
+    Quiet output: the ids of the jobs canceled."""
     ids = request(ctx, "cancel", jobs=job_id)["canceled"]
-    if ids:
+    if output != "table":
+        emit(output, {"canceled": ids}, ids=ids)
+    elif ids:
         click.echo(f"canceled job(s) {' '.join(map(str, ids))}")
     else:
         click.echo("nothing to cancel: the job has ended")
@@ -140,14 +153,17 @@ def job_cancel(ctx, job_id):
 @job.command("forget")
 @server_dir_option
 @click.argument("job_id", metavar="JOBS", type=JOBS)
+@output_option
 @click.pass_context
-def job_forget(ctx, job_id):
+def job_forget(ctx, job_id, output):
     """Drop ended jobs (finished, failed or canceled) from the server and its journal.
 
     JOBS is e.g. 3, 1-3,7, last or all (with `all`, the jobs that have ended).  An
     unfinished job is refused: cancel it or wait for it first.  Job ids are never reused."""
     ids = request(ctx, "forget", jobs=job_id)["forgotten"]
-    if ids:
+    if output != "table":
+        emit(output, {"forgotten": ids}, ids=ids)
+    elif ids:
         click.echo(f"forgot job(s) {' '.join(map(str, ids))}")
     else:
         click.echo("nothing to forget: no job has ended")
@@ -156,14 +172,18 @@ def job_forget(ctx, job_id):
 @job.command("close")
 @server_dir_option
 @click.argument("job_id", type=JobRef())
+@output_option
 @click.pass_context
-def job_close(ctx, job_id):
+def job_close(ctx, job_id, output):
     """Close an open job: it takes no more tasks, and ends when those it has have ended.
 
     A job is open while `submit --each-line -` streams lines into it; if that submit
     went away before the end of its input, this ends the job."""
     reply = request(ctx, "close", job=job_id)
-    if reply["closed"]:
+    reply.pop("ok", None)
+    if output != "table":
+        emit(output, reply, ids=[reply["job"]] if reply["closed"] else [])
+    elif reply["closed"]:
         click.echo(f"job {reply['job']} closed: {reply['tasks']} task(s)")
     else:
         click.echo(f"job {reply['job']} is not open: nothing to close")
@@ -287,14 +307,18 @@ def _keeper(task_id, ranges, failed):
 @job.command("failed")
 @server_dir_option
 @click.argument("job_id", type=JobRef())
+@output_option
 @click.pass_context
-def job_failed(ctx, job_id):
+def job_failed(ctx, job_id, output):
     """Failed tasks, one a line: the entry (for --each-line jobs) or the task id.
 
     The output can be fed back: `hpcqueue job failed 3 > again.txt` then
-    `hpcqueue submit --each-line again.txt ...`.
+    `hpcqueue submit --each-line again.txt ...`.  Quiet output: the task ids.
     """
-    for t in request(ctx, "failed", job=job_id)["failed"]:
+    failed = request(ctx, "failed", job=job_id)["failed"]
+    if output != "table":
+        return emit(output, failed, ids=[t["id"] for t in failed])
+    for t in failed:
         click.echo(t["entry"] if t["entry"] is not None else t["id"])
 
 
@@ -311,6 +335,7 @@ def _duration(t) -> str | None:
 
 
 TASK_COLUMNS = ["ID", "STATE", "EXIT", "WORKER", "INSTANCE", "TIME"]
+TASK_TIMES = ("start", "end")
 
 
 @task.command("list")
@@ -328,7 +353,8 @@ def task_list(ctx, job_id, task_ids, filters, limit, output):
     from hpcqueue.listing import json_rows, page_ndjson, page_rows
 
     writer = RowWriter(output, TASK_COLUMNS, lambda t: [
-        t["id"], t["state"], t["exit_code"], t["worker"], t["instance"], _duration(t)])
+        t["id"], t["state"], t["exit_code"], t["worker"], t["instance"], _duration(t)],
+        times=TASK_TIMES)
     try:
         for page in pages(ctx, "tasks", lambda p: p["rows"], limit, job=job_id,
                           filter=list(filters), tasks=task_ids):
@@ -352,8 +378,8 @@ def task_list(ctx, job_id, task_ids, filters, limit, output):
 def task_info(ctx, job_id, task_id, output):
     """One task: its state, exit code, times, worker and instance."""
     t = request(ctx, "task_info", job=job_id, task=task_id)["task"]
-    if output == "json":
-        return print_json(t)
+    if output != "table":
+        return emit(output, with_times(t, *TASK_TIMES), ids=[t["id"]])
     pairs = [("id", t["id"]), ("state", t["state"]), ("exit code", t["exit_code"]),
              ("error", t.get("error")), ("worker", t["worker"]), ("instance", t["instance"]),
              ("started", when(t["start"])), ("ended", when(t["end"])),
@@ -375,8 +401,8 @@ def task_explain(ctx, job_id, task_id, output):
     has, no allocation queue that can serve it, a retry delay, or the tasks ahead of it."""
     why = request(ctx, "task_explain", job=job_id, task=task_id)
     why.pop("ok", None)
-    if output == "json":
-        return print_json(why)
+    if output != "table":
+        return emit(output, why, ids=[])
     click.echo(f"job {why['job']} task {why['task']}: {why['state']}")
     if why["reason"] is not None:
         click.echo(f"waiting because ({why['reason']}): {why['message']}")

@@ -7,6 +7,7 @@ import sys
 import click
 
 from hpcqueue.cli.common import request, server_dir_option
+from hpcqueue.cli.output import emit, output_option
 
 
 @click.group()
@@ -18,7 +19,7 @@ def journal():
 @journal.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 def export(path):
-    """Print every event of a journal as one JSON line (NDJSON)."""
+    """Print every event of a journal as one JSON line (NDJSON, whatever --output says)."""
     from hpcqueue.journal.tools import export as do_export
 
     do_export(path, sys.stdout)
@@ -28,7 +29,8 @@ def export(path):
 @server_dir_option
 @click.pass_context
 def stream(ctx):
-    """Print the running server's events as they happen, one JSON line each (NDJSON)."""
+    """Print the running server's events as they happen, one JSON line each (NDJSON,
+    whatever --output says); until interrupted."""
     import json
 
     from hpcqueue.access import connect
@@ -55,20 +57,26 @@ def stream(ctx):
 
 @journal.command()
 @click.argument("path", type=click.Path(dir_okay=False))
-def check(path):
+@output_option
+def check(path, output):
     """Tell what is intact in a journal and where damage begins (exit 1 if damaged)."""
     from hpcqueue.journal.tools import check as do_check
 
     report = do_check(path)
-    for line in report.lines():
-        click.echo(line)
+    emit(output, {"path": path, "ok": report.ok, "version": report.version,
+                  "bytes": report.size, "frames": report.frames, "events": report.events,
+                  "damaged": [list(r) for r in report.middle_damage],
+                  "torn_tail": report.torn_tail, "replay_error": report.replay_error,
+                  "lines": report.lines()},
+         table=lambda: click.echo("\n".join(report.lines())))
     if not report.ok:
         raise SystemExit(1)
 
 
 @journal.command()
 @click.argument("path", type=click.Path(dir_okay=False))
-def repair(path):
+@output_option
+def repair(path, output):
     """Write a journal of every intact record of a damaged one (the server must be stopped).
 
     The original is kept beside it as PATH.damaged."""
@@ -76,6 +84,11 @@ def repair(path):
 
     backup, report, dropped = do_repair(path)
     lost = sum(end - start for start, end in report.damaged)
+    if output != "table":
+        return emit(output, {"path": path, "backup": backup, "events": report.events,
+                             "kept": report.events - dropped, "dropped": dropped,
+                             "lost_bytes": lost, "damaged": [list(r) for r in report.damaged]},
+                    ids=[backup])
     click.echo(f"{path}: kept {report.events - dropped:,} of {report.events:,} intact events "
                f"({report.frames:,} frames); lost {lost:,} damaged byte(s) in "
                f"{len(report.damaged)} stretch(es)"
@@ -88,11 +101,14 @@ def repair(path):
 
 @journal.command()
 @click.argument("path", type=click.Path(dir_okay=False))
-def upgrade(path):
+@output_option
+def upgrade(path, output):
     """Rewrite a journal of an older hpcqueue in the current format (keeps a backup)."""
     from hpcqueue.journal.tools import upgrade as do_upgrade
 
     backup, events = do_upgrade(path)
+    if output != "table":
+        return emit(output, {"path": path, "backup": backup, "events": events}, ids=[backup])
     click.echo(f"{path}: upgraded {events:,} events to format version 2; the original is "
                f"kept as {backup}")
 
@@ -100,8 +116,9 @@ def upgrade(path):
 @journal.command()
 @click.argument("path", type=click.Path(dir_okay=False), required=False)
 @server_dir_option
+@output_option
 @click.pass_context
-def compact(ctx, path):
+def compact(ctx, path, output):
     """Rewrite the journal as a snapshot of the state: smaller, and faster to restart on.
 
     With no PATH, the running server compacts its own journal (it also does so by itself
@@ -113,23 +130,29 @@ def compact(ctx, path):
         from hpcqueue.journal.tools import compact as do_compact
 
         before, after = do_compact(path)
-    click.echo(f"journal {path} compacted: {before:,} -> {after:,} bytes")
+    emit(output, {"journal": str(path), "before": before, "after": after},
+         table=lambda: click.echo(f"journal {path} compacted: {before:,} -> {after:,} bytes"))
 
 
 @journal.command()
 @click.argument("path", type=click.Path(dir_okay=False))
-def prune(path):
+@output_option
+def prune(path, output):
     """Drop the events of finished jobs (the server must be stopped)."""
     from hpcqueue.journal.tools import prune as do_prune
 
     jobs, before, after = do_prune(path)
-    click.echo(f"dropped {jobs} finished job(s): {before} events -> {after}")
+    emit(output, {"path": path, "jobs": jobs, "before": before, "after": after},
+         table=lambda: click.echo(f"dropped {jobs} finished job(s): {before} events -> "
+                                  f"{after}"))
 
 
 @journal.command()
 @server_dir_option
+@output_option
 @click.pass_context
-def flush(ctx):
+def flush(ctx, output):
     """Make the running server write and fsync its journal now."""
     path = request(ctx, "journal_flush")["journal"]
-    click.echo(f"journal {path} flushed")
+    emit(output, {"journal": path, "flushed": True},
+         table=lambda: click.echo(f"journal {path} flushed"))

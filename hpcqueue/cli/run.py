@@ -12,9 +12,11 @@ import sys
 import click
 
 from hpcqueue.cli.jobspec import build_spec, task_options
+from hpcqueue.cli.output import emit, output_option
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+@click.command(context_settings={"allow_interspersed_args": False},
+               short_help="Run one job here and now: a server and workers in this process.")
 @task_options
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local workers to start.")
@@ -25,17 +27,28 @@ from hpcqueue.cli.jobspec import build_spec, task_options
               help="Show a progress bar (default: when stderr is a terminal).")
 @click.option("--executor", type=click.Choice(["process", "noop"]), default="process",
               hidden=True)
+@output_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(command, workers, worker_cpus, progress, executor, **opts):
-    """Run one job here and now: `hpcqueue run --each-line commands.txt`.
+def run(command, workers, worker_cpus, progress, executor, output, **opts):
+    """Run one job here and now, with no server to start and no cluster: a server and
+    local workers live in this process until the job ends.
 
-    Task output goes to this terminal unless --stdout/--stderr say otherwise.
-    Exit code 1 if any task failed.
+    \b
+      hpcqueue run --each-line commands.txt          # each line is a shell command
+      hpcqueue run --array 1-8 -- ./sim.sh           # HPCQUEUE_TASK_ID = 1..8
+
+    Task output goes to this terminal (this process's stdout and stderr) unless
+    --stdout/--stderr say otherwise.  A summary goes to stderr (--output json: an
+    object on stdout).  Exit code 1 if any task failed.
     """
     import asyncio
 
     from hpcqueue.cli.worker import default_cpus
+    from hpcqueue.exceptions import UsageError
 
+    if not command and not opts.get("each_line"):
+        raise UsageError("no command: give it after `--`, e.g. `hpcqueue run -- ./sim.sh`, "
+                         "or give --each-line FILE of shell commands")
     spec = build_spec(opts, command, default_output="inherit")
     if worker_cpus is None:
         worker_cpus = max(1, default_cpus() // workers)
@@ -44,6 +57,12 @@ def run(command, workers, worker_cpus, progress, executor, **opts):
     summary, elapsed, failed = asyncio.run(
         _run(spec, workers, worker_cpus, progress, executor))
     rate = summary["tasks"] / elapsed if elapsed > 0 else 0.0
+    if output != "table":
+        from hpcqueue.cli.output import with_times
+
+        emit(output, dict(with_times(summary, "submitted", "ended"), elapsed=elapsed,
+                          failed_tasks=failed))
+        return 1 if summary["failed"] else 0
     parts = [f"{summary['finished']} finished"]
     if summary["failed"]:
         parts.append(f"{summary['failed']} failed")
@@ -56,6 +75,15 @@ def run(command, workers, worker_cpus, progress, executor, **opts):
     if len(failed) > 10:
         click.echo(f"  ... and {len(failed) - 10} more", err=True)
     return 1 if summary["failed"] else 0
+
+
+# --stdout and --stderr are shared with `submit`, whose tasks write files; here they go to
+# this terminal unless told otherwise
+for _param in run.params:
+    if _param.name in ("stdout", "stderr"):
+        _param.help = (f"Where each task's {_param.name} goes (default: this process's "
+                       f"{_param.name}; a path pattern such as job-%{{JOB_ID}}/%{{TASK_ID}}."
+                       f"{_param.name} writes a file per task; `none` discards it).")
 
 
 async def _run(spec: dict, n_workers: int, cpus: int, progress: bool, executor: str):

@@ -12,9 +12,10 @@ import os
 import click
 
 from hpcqueue.cli.common import (
-    DURATION, ServiceCommand, get_server_dir, log_format_option, output_option, print_fields,
-    print_json, request, server_dir_option, verbose_option, when,
+    DURATION, ServiceCommand, get_server_dir, log_format_option, request, server_dir_option,
+    verbose_option,
 )
+from hpcqueue.cli.output import current, emit, output_option, print_fields, when, with_times
 from hpcqueue.cli.envconfig import from_env
 
 STOP_WAIT = 30.0  # seconds `server stop` waits for a server on this host to end
@@ -109,21 +110,28 @@ def start(ctx, host, port, journal, journal_fsync, journal_upgrade, heartbeat, d
             click.echo(line)
         return 0
     if check_args:
-        return _check_args(ctx, cfg)
+        return _check_args(ctx, cfg, current(ctx))
     if daemon:
-        return _start_daemon(cfg, open_log, verbose, log_format)
+        return _start_daemon(cfg, open_log, verbose, log_format, current(ctx))
     logs.setup(verbose, log_format, console=True, file=cfg.log_file)
     run_server(cfg, open_log=open_log)
     return 0
 
 
-def _check_args(ctx, cfg) -> int:
+def _check_args(ctx, cfg, output: str) -> int:
     from hpcqueue.cli.envconfig import settings
     from hpcqueue.exceptions import HpcqueueError
     from hpcqueue.server.config import check
 
+    found = settings(ctx, {"server_dir": cfg.server_dir})
+    if output != "table":
+        problems = check(cfg)
+        emit(output, {"ok": not problems, "problems": problems,
+                      "settings": [{"option": max(p.opts, key=len), "value": text,
+                                    "source": src} for p, text, src in found]})
+        return 1 if problems else 0
     rows = [(max(p.opts, key=len), "-" if text is None else text, src)
-            for p, text, src in settings(ctx, {"server_dir": cfg.server_dir})]
+            for p, text, src in found]
     widths = [max(len(row[i]) for row in rows) for i in (0, 1)]
     for flag, text, src in rows:
         click.echo(f"{flag:<{widths[0]}}  {text:<{widths[1]}}  {src}")
@@ -137,7 +145,7 @@ def _check_args(ctx, cfg) -> int:
 # --------------------------------------------------------------------- --daemon
 
 
-def _start_daemon(cfg, open_log, verbose: int, log_format: str) -> int:
+def _start_daemon(cfg, open_log, verbose: int, log_format: str, output: str) -> int:
     """Fork a detached server, wait until it listens (or fails), and return."""
     import json
 
@@ -169,8 +177,10 @@ def _start_daemon(cfg, open_log, verbose: int, log_format: str) -> int:
         where = cfg.log_file or f"server.log in the newest instance dir of {cfg.server_dir}"
         raise HpcqueueError(said.get("error") or "the server ended while starting, without "
                             f"saying why: see {where}")
-    click.echo(f"server {said['server_id']} listening on {said['host']}:{said['port']} "
-               f"(pid {said['pid']}; log {said['log_file']})")
+    said.pop("ok", None)
+    emit(output, said, ids=[said["server_id"]], table=lambda: click.echo(
+        f"server {said['server_id']} listening on {said['host']}:{said['port']} "
+        f"(pid {said['pid']}; log {said['log_file']})"))
     return 0
 
 
@@ -228,8 +238,9 @@ def _serve_detached(cfg, open_log, verbose: int, log_format: str, w: int) -> Non
 
 @server.command()
 @server_dir_option
+@output_option
 @click.pass_context
-def stop(ctx):
+def stop(ctx, output):
     """Stop the server (its workers stop too); on this host, wait until it has ended."""
     import socket
     import time
@@ -240,9 +251,10 @@ def stop(ctx):
     d = get_server_dir(ctx)
     record = read_access(d)
     request(ctx, "server_stop")
+    said = {"server_id": record.server_id, "server_dir": str(d), "host": record.hostname}
     if record.hostname != socket.gethostname():
-        click.echo(f"server in {d} is stopping (it runs on {record.hostname})")
-        return
+        return emit(output, dict(said, stopped=False), ids=[record.server_id], table=lambda:
+                    click.echo(f"server in {d} is stopping (it runs on {record.hostname})"))
     deadline = time.monotonic() + STOP_WAIT
     while pid_alive(record.pid):
         if time.monotonic() > deadline:
@@ -250,7 +262,8 @@ def stop(ctx):
                                 f"still runs after {STOP_WAIT:.0f}s: see its log; `kill "
                                 f"{record.pid}` ends it")
         time.sleep(0.05)
-    click.echo(f"server {record.server_id} in {d} stopped")
+    emit(output, dict(said, stopped=True), ids=[record.server_id],
+         table=lambda: click.echo(f"server {record.server_id} in {d} stopped"))
 
 
 @server.command()
@@ -261,8 +274,8 @@ def info(ctx, output):
     """Where the server runs and what it holds."""
     r = request(ctx, "server_info")
     r.pop("ok", None)
-    if output == "json":
-        return print_json(r)
+    if output != "table":
+        return emit(output, with_times(r, "started"), ids=[r["server_id"]])
     print_fields([
         ("server id", r["server_id"]), ("host", r["host"]), ("port", r["port"]),
         ("pid", r["pid"]), ("version", r["version"]), ("started", when(r["started"])),
@@ -277,8 +290,9 @@ def info(ctx, output):
 @server.command("http-token")
 @server_dir_option
 @click.option("--url", "url", is_flag=True, help="Print the HTTP API's URL instead.")
+@output_option
 @click.pass_context
-def http_token(ctx, url):
+def http_token(ctx, url, output):
     """Print the HTTP API's bearer token (new at each server start), from the access record.
 
     \b
@@ -293,4 +307,7 @@ def http_token(ctx, url):
     if not record.http_token:
         raise HpcqueueError(f"the server in {directory} does not serve HTTP: start it with "
                             "`hpcqueue server start --http-port PORT`")
-    click.echo(record.http_url if url else record.http_token)
+    value = record.http_url if url else record.http_token
+    if output in ("json", "ndjson"):
+        return emit(output, {"url": record.http_url} if url else {"token": value})
+    click.echo(value)  # the value alone is what table and quiet print

@@ -19,6 +19,7 @@ import time
 import click
 
 from hpcqueue.cli.common import check_reply, get_server_dir, server_dir_option
+from hpcqueue.cli.output import emit, output_option, with_times
 from hpcqueue.cli.jobspec import (
     Bundling, build_spec, bundling, stream_options, task_line, task_options,
 )
@@ -43,11 +44,15 @@ class Interrupted(HpcqueueError):
 @click.option("--print-failures", is_flag=True,
               help="The same, to stdout (the other messages go to stderr).")
 @click.option("--wait", is_flag=True, help="Wait until the job ends.")
-@click.option("--progress", is_flag=True, help="Wait, showing a progress bar.")
+@click.option("--progress", is_flag=True, help="Wait, showing a progress bar (on stderr).")
+@output_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def submit(ctx, command, wait, progress, failures_path, print_failures, **opts):
+def submit(ctx, command, wait, progress, failures_path, print_failures, output, **opts):
     """Submit a job: CMD ARGS... run once per task (put them after `--`).
+
+    Prints the job id (`--output quiet`: the id alone; `--output json`: an object with
+    `job` and `tasks`, and with --wait the jobs' final states under `jobs`).
 
     \b
       hpcqueue submit --array 1-1000 -- ./sim.sh      # HPCQUEUE_TASK_ID = 1..1000
@@ -55,11 +60,15 @@ def submit(ctx, command, wait, progress, failures_path, print_failures, **opts):
       hpcqueue submit --each-line commands.txt        # each line is a shell command
       tail -f tasks.txt | hpcqueue submit --each-line -    # each line runs as it comes
     """
+    if print_failures and output in ("json", "ndjson"):
+        raise UsageError(f"--print-failures writes the failures to stdout: it cannot be "
+                         f"combined with --output {output} (use --failures PATH)")
     bundles = bundling(opts, _stdin_is_file())
     spec = build_spec(opts, command, stream=bundles is not None)
     report = FailureReport(failures_path, print_failures, spec) \
         if failures_path or print_failures else None
     err = print_failures  # stdout is for the failures then
+    say = _Say(output, err)
 
     from hpcqueue.access import connect
 
@@ -67,15 +76,18 @@ def submit(ctx, command, wait, progress, failures_path, print_failures, **opts):
     try:
         reply = _call(conn, "submit", spec=spec)
         job_id = reply["job"]
+        say.result = {"job": job_id, "tasks": reply["tasks"]}
+        say.id(job_id)
         if reply.get("existing"):
-            click.echo(f"job {job_id} already holds unique key {spec['unique']!r} and is "
-                       f"unfinished: not submitted again ({reply['tasks']} task(s))", err=err)
-            return 0
+            say.result["existing"] = True
+            say(f"job {job_id} already holds unique key {spec['unique']!r} and is "
+                f"unfinished: not submitted again ({reply['tasks']} task(s))")
+            return say.done()
         if bundles is None:
-            click.echo(f"job {job_id} submitted: {reply['tasks']} task(s)", err=err)
+            say(f"job {job_id} submitted: {reply['tasks']} task(s)")
         else:
-            click.echo(f"job {job_id} submitted, open: its tasks are the lines of stdin, "
-                       "sent as they come", err=err)
+            say(f"job {job_id} submitted, open: its tasks are the lines of stdin, "
+                "sent as they come")
         attendant = None
         if report is not None or (bundles is not None and (wait or progress)):
             attendant = Attendant(ctx, job_id, progress, report)
@@ -86,18 +98,47 @@ def submit(ctx, command, wait, progress, failures_path, print_failures, **opts):
                 if attendant is not None:
                     attendant.close()
                 raise
-            click.echo(f"job {job_id} closed: {sent} task(s)", err=err)
+            say.result["tasks"] = sent
+            say(f"job {job_id} closed: {sent} task(s)")
     finally:
         conn.close()
     from hpcqueue.cli import waiting
 
+    jobs = None
     if attendant is not None:
         jobs = attendant.finish()
-        with contextlib.redirect_stdout(sys.stderr) if err else contextlib.nullcontext():
-            return waiting.report(jobs)  # exit code 1 if a task failed
-    if wait or progress:
-        return waiting.report(waiting.wait(ctx, job_id, progress))
-    return 0
+    elif wait or progress:
+        jobs = waiting.wait(ctx, job_id, progress)
+    if jobs is None:
+        return say.done()
+    if output != "table":  # the final states go into the one JSON object
+        say.result["jobs"] = [with_times(j, "submitted", "ended") for j in jobs]
+        say.done()
+        return waiting.report(jobs, "quiet")  # exit code 1 if a task failed
+    with contextlib.redirect_stdout(sys.stderr) if err else contextlib.nullcontext():
+        return waiting.report(jobs)
+
+
+class _Say:
+    """What `submit` prints: lines for people (table), the job id at once (quiet), or one
+    JSON object at the end (json, ndjson)."""
+
+    def __init__(self, output: str, err: bool):
+        self.output, self.err = output, err
+        self.result: dict = {}
+
+    def __call__(self, line: str) -> None:
+        if self.output == "table":
+            click.echo(line, err=self.err)
+
+    def id(self, job_id: int) -> None:
+        if self.output == "quiet" and not self.err:
+            emit("quiet", None, ids=[job_id])  # at once: a stream may run long
+
+    def done(self) -> int:
+        if self.output in ("json", "ndjson"):
+            emit(self.output, self.result)
+        return 0
 
 
 def _stdin_is_file() -> bool:

@@ -194,14 +194,20 @@ def wait(ctx: click.Context, jobs, progress: bool, unfinished: bool = False) -> 
         conn.close()
 
 
-def report(jobs: list[dict]) -> int:
-    """Print one line per job; the exit code of `job wait` and `submit --wait`: 0 only if
-    every task of the jobs waited for finished, 1 if any failed, was canceled or did not
-    end (the jobs waited for are those unfinished when the wait began, for `all`)."""
+def report(jobs: list[dict], output: str = "table") -> int:
+    """Print one line per job (in OUTPUT: json gives the list of the jobs' summaries, quiet
+    nothing); the exit code of `job wait` and `submit --wait`: 0 only if every task of the
+    jobs waited for finished, 1 if any failed, was canceled or did not end (the jobs waited
+    for are those unfinished when the wait began, for `all`)."""
+    bad = sum(j["finished"] != j["tasks"] for j in jobs)
+    if output != "table":
+        from hpcqueue.cli.output import emit, with_times
+
+        emit(output, [with_times(j, "submitted", "ended") for j in jobs])
+        return 1 if bad else 0
     if not jobs:
         click.echo("no unfinished job to wait for")
         return 0
-    bad = 0
     for j in jobs:
         parts = [f"{j['finished']} finished"]
         if j["failed"]:
@@ -209,5 +215,4 @@ def report(jobs: list[dict]) -> int:
         if j["canceled"]:
             parts.append(f"{j['canceled']} canceled")
         click.echo(f"job {j['id']} {j['state']}: {j['tasks']} tasks, {', '.join(parts)}")
-        bad += j["finished"] != j["tasks"]
     return 1 if bad else 0

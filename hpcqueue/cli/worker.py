@@ -7,8 +7,12 @@ import os
 import click
 
 from hpcqueue.cli.common import (
-    DURATION, ServiceCommand, get_server_dir, log_format_option, output_option, print_fields,
-    print_json, print_table, request, server_dir_option, verbose_option, when,
+    DURATION, ServiceCommand, get_server_dir, log_format_option, request, server_dir_option,
+    verbose_option,
+)
+from hpcqueue.cli.completion import worker_ids
+from hpcqueue.cli.output import (
+    emit, output_option, print_fields, print_table, when, when_short, with_times,
 )
 from hpcqueue.cli.envconfig import from_env
 from hpcqueue.model import format_duration
@@ -132,18 +136,22 @@ def deploy_ssh(ctx, hostfile, python, tunnel, worker_args):
 def list_(ctx, show_all, output):
     """Connected workers (and, with --all, those that left)."""
     rows = request(ctx, "workers", all=show_all)["workers"]
-    if output == "json":
-        return print_json(rows)
+    if output != "table":
+        return emit(output, [with_times(w, *WORKER_TIMES) for w in rows],
+                    ids=[w["id"] for w in rows])
     print_table(
         ["ID", "STATE", "HOST", "CPUS", "RUNNING", "FINISHED", "BATCH JOB", "CONNECTED"],
         [[w["id"], w["state"], w["hostname"], w["cpus"], w["running"], w["finished"],
-          w["batch_job"], when(w["connected"])] for w in rows],
+          w["batch_job"], when_short(w["connected"])] for w in rows],
     )
+
+
+WORKER_TIMES = ("connected", "ended", "deadline")
 
 
 @worker.command()
 @server_dir_option
-@click.argument("worker_id", type=int)
+@click.argument("worker_id", type=int, shell_complete=worker_ids)
 @output_option
 @click.pass_context
 def info(ctx, worker_id, output):
@@ -152,8 +160,8 @@ def info(ctx, worker_id, output):
 
     w = request(ctx, "worker_info", worker=worker_id)
     w.pop("ok", None)
-    if output == "json":
-        return print_json(w)
+    if output != "table":
+        return emit(output, with_times(w, *WORKER_TIMES), ids=[w["id"]])
     left = w["deadline"] - time.time() if w.get("deadline") else None
     print_fields([
         ("id", w["id"]), ("state", w["state"]), ("host", w["hostname"]), ("pid", w["pid"]),
@@ -168,9 +176,10 @@ def info(ctx, worker_id, output):
 
 @worker.command()
 @server_dir_option
-@click.argument("workers", nargs=-1, required=True)
+@click.argument("workers", nargs=-1, required=True, shell_complete=worker_ids)
+@output_option
 @click.pass_context
-def stop(ctx, workers):
+def stop(ctx, workers, output):
     """Stop workers: IDs or `all`. Their running tasks go back to waiting."""
     if "all" in workers:
         ref = "all"
@@ -180,4 +189,6 @@ def stop(ctx, workers):
         except ValueError:
             raise click.BadParameter("give worker ids or `all`", param_hint="WORKERS") from None
     ids = request(ctx, "worker_stop", workers=ref)["stopping"]
+    if output != "table":
+        return emit(output, {"stopping": ids}, ids=ids)
     click.echo(f"stopping {len(ids)} worker(s): {' '.join(map(str, ids)) or '-'}")
