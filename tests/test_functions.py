@@ -140,6 +140,21 @@ def test_results_are_kept_for_the_ended_instance_only_and_replayed():
     assert again.jobs[1].results == {0: b"zero", 1: "/big/1.result"}
 
 
+def test_an_inline_result_over_the_servers_limit_is_written_under_the_server_dir(tmp_path):
+    from hpcqueue.exceptions import ProtocolError
+    from hpcqueue.jobs import Job
+    from hpcqueue.server.results import check_outputs
+
+    jobs = {4: Job(4, {"ids": [[10, 11, 1]], "entries": ["AA==", "AA=="]}, 1.0)}
+    rows = check_outputs(jobs, [[4, 0, 0, b"small"], [4, 1, 0, b"y" * 50]], 10, tmp_path)
+    path = tmp_path / "results" / "job-4" / "11.result"
+    assert rows == [[4, 0, 0, b"small"], [4, 1, 0, str(path)]]
+    assert path.read_bytes() == b"y" * 50
+    for bad in ([[4, 2, 0, b"x"]], [[4, 0, 0, "relative/path"]], [[4, 0, 0, 3]], [[4, 0]]):
+        with pytest.raises(ProtocolError):
+            check_outputs(jobs, bad, 10, tmp_path)
+
+
 # ------------------------------------------------------------------ a real cluster
 
 
