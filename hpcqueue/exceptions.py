@@ -90,3 +90,21 @@ class SchedulerError(HpcqueueError):
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
+
+
+class RemoteError(HpcqueueError):
+    """A Python call run as a task raised (or its value could not come back): the remote
+    exception's type name, message and formatted traceback, as text.  When the exception
+    itself unpickles, it is raised instead, with this error as its cause."""
+
+    def __init__(self, type_name: str, message: str, traceback: str = "",
+                 task: int | None = None, job: int | None = None):
+        where = f" (job {job} task {task})" if job is not None and task is not None else ""
+        text = f"{type_name}: {message}" if message else type_name
+        if traceback:
+            text += f"{where}\n\nremote traceback:\n{traceback.rstrip()}"
+        elif where:
+            text += where
+        super().__init__(text)
+        self.type_name, self.message, self.traceback = type_name, message, traceback
+        self.job, self.task = job, task

@@ -52,7 +52,7 @@ class Job:
         "state", "starts", "crashes", "retries", "exit", "worker", "t0", "t1",
         "errors", "canceled", "submitted", "ended", "cpus", "res", "priority",
         "time_request", "mean_runtime", "crash_limit", "max_retries", "open",
-        "retry_delay", "retry_timeout", "retry_at", "failed_since",
+        "retry_delay", "retry_timeout", "retry_at", "failed_since", "results",
     )
 
     def __init__(self, job_id: int, spec: dict, submitted: float):
@@ -91,6 +91,9 @@ class Job:
         #: and the task has not ended
         self.failed_since: dict[int, float] = {}
         self.mean_runtime: float | None = None
+        #: a function job's results (hpcqueue.calls): index -> the outcome's bytes, or the
+        #: path of a file holding them; the last instance's, kept until the job is forgotten
+        self.results: dict[int, bytes | str] = {}
 
     # ------------------------------------------------------------- columns
 

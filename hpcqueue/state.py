@@ -13,7 +13,9 @@ Events (``e`` is the kind, ``t`` the server's clock when it happened):
 - ``worker``: a worker connected (``id``, ``info``)
 - ``wgone``: a worker went away (``id``, ``reason``, ``crash``)
 - ``start``: tasks were handed to a worker (``w``, ``tasks`` = [job, [index...], ...])
-- ``done``: results (``w``, ``r`` = [[job, index, instance, exit, t0, t1, msg], ...]); a
+- ``done``: results (``w``, ``r`` = [[job, index, instance, exit, t0, t1, msg], ...], and for
+  the tasks of function jobs ``o`` = [[job, index, instance, result], ...], the result bytes
+  or the path of a file holding them: see :mod:`hpcqueue.calls`); a
   failed task retried with ``--retry-delay`` waits until ``t`` plus its delay (see
   :meth:`Job.finish <hpcqueue.jobs.Job.finish>`), and ``--retry-timeout`` counts from the
   ``t`` of its first failure
@@ -300,6 +302,19 @@ class ServerState:
                 self._update_ready(job)
             if counts[1] == 0:
                 self._maybe_done(job, t1 or ev["t"])
+        out = ev.get("o")
+        if out:
+            self._results(wid, out)
+
+    def _results(self, wid: int, out: list) -> None:
+        """Keep the results of tasks whose ends this ``done`` took (not stale ones: of
+        another instance or worker, or of a task that is still running)."""
+        jobs = self.jobs
+        for job_id, i, inst, result in out:
+            job = jobs.get(job_id)
+            if (job is not None and job.state is not None and job.state[i] != RUNNING
+                    and job.starts[i] - 1 == inst and job.worker[i] == wid):
+                job.results[i] = result
 
     def _on_due(self, ev: dict) -> None:
         t = ev["t"]

@@ -34,6 +34,7 @@ from hpcqueue.model import MAX_COUNT, MAX_SECONDS, MAX_TASK_ID, WAITING
 from hpcqueue.server import workers as worker_side
 from hpcqueue.server.core import Core, Peer
 from hpcqueue.server.handlers import HANDLERS, check_spec
+from hpcqueue.server.results import check_outputs
 from hpcqueue.state import ServerState
 
 FUZZ = settings(max_examples=25, deadline=None, database=None,
@@ -163,6 +164,10 @@ GPU_SPEC = dict(SPEC, name="gpu", ids=[[0, 99, 3], [200, 200, 1]], res={"gpus": 
 #: `submit --each-line -` from a pipe: an open job that grows (job 4 of the server below)
 OPEN_SPEC = dict(LINES_SPEC, name="stream", ids=[[0, 1, 1]], entries=["echo 1", "exit 2"],
                  open=True)
+#: a job of Python calls (job 5): its callable and each call's arguments as base64
+FUNCTION_SPEC = dict(SPEC, name="calls", kind="function", cmd=None, ids=[[0, 2, 1]],
+                     entries=["gAQu", "gAQu", "gAQu"], function="gASVAAAA", max_retries=0,
+                     retry_delay=None, retry_timeout=None, stdout="none", priority=10)
 PARAMS = QueueParams(scheduler="slurm", time_limit=3600.0, name="q1", partition="cpu",
                      cpus=4, gpus=1, mem="4G", env={"A": "1"}, modules=["gcc"],
                      extra_args=["--exclusive"]).to_dict()
@@ -190,7 +195,7 @@ class Server:
         self.run(HANDLERS["alloc_add"](core, {"params": PARAMS, "dry_run": False}))
         core.record({"e": "alloc_new", "queue": 1, "id": "1.1", "job_id": "100",
                      "dir": str(server_dir / "1.1"), "workers": 1, "t": time.time()})
-        for spec in (SPEC, LINES_SPEC, GPU_SPEC, OPEN_SPEC):
+        for spec in (SPEC, LINES_SPEC, GPU_SPEC, OPEN_SPEC, FUNCTION_SPEC):
             core.submit(check_spec(spec))
         for wid in (1, 2):
             core.live[wid] = self.peer()
@@ -198,8 +203,9 @@ class Server:
                          "info": worker_side._check_info(dict(INFO, cpus=wid + 1))})
         core.record({"e": "worker", "id": 3, "info": {"cpus": 1}, "t": time.time()})
         self.settle()  # a dispatch round
-        core.record({"e": "done", "w": 1, "t": time.time(),
-                     "r": self.results(1, [0, 1, 3])})
+        rows = self.results(1, [0, 1, 3])
+        core.record({"e": "done", "w": 1, "t": time.time(), "r": rows,
+                     "o": self.outputs(rows)})
         self.settle()
 
     @staticmethod
@@ -222,6 +228,12 @@ class Server:
             rows.append([job_id, i, state.jobs[job_id].instance(i), code, now - 1, now,
                          f"exit code {code}" if code else None])
         return rows
+
+    def outputs(self, rows):
+        """Results (`o`) for the rows of function tasks among ROWS."""
+        jobs = self.core.state.jobs
+        return [[r[0], r[1], r[2], b"outcome %d" % r[3]] for r in rows
+                if jobs[r[0]].spec.get("kind") == "function"]
 
     def close(self):
         self.loop.close()
@@ -257,7 +269,8 @@ def observable(state: ServerState):
                         repr(j.time_request), j.crash_limit, j.max_retries,
                         repr(j.mean_runtime), requeued, j.open, repr(j.ids.ranges),
                         repr(j.entries), j.retry_delay, j.retry_timeout,
-                        sorted(j.retry_at.items()), sorted(j.failed_since.items()))
+                        sorted(j.retry_at.items()), sorted(j.failed_since.items()),
+                        sorted(j.results.items()))
     delayed = sorted(e for e in state.delayed
                      if e[1] in state.jobs and state.jobs[e[1]].retry_at.get(e[2]) == e[0])
     workers = {w.id: (repr(w.info), w.connected, w.state, w.ended, w.reason, w.cpus, w.res,
@@ -338,6 +351,7 @@ VALID = {
     "task_info": [{"job": 1, "task": 2}, {"job": 3, "task": 200}],
     "task_explain": [{"job": 1, "task": 2}, {"job": 3, "task": 200}, {"job": "last", "task": 0}],
     "failed": [{"job": 2}],
+    "task_results": [{"job": 5}, {"job": 5, "tasks": "0-1", "after": 1, "limit": 1}],
     "cat": [{"job": 1, "stream": "stdout", "task": 1}, {"job": 2, "stream": "stdout"}],
     "workers": [{"all": True}, {}],
     "worker_info": [{"worker": 1}],
@@ -410,7 +424,8 @@ def valid_message(server: Server, wid: int, data) -> dict:
         codes = data.draw(st.lists(st.sampled_from([0, 1, -9, 2**31, -(2**31) - 1, 2**63]),
                                    min_size=1, max_size=4), label="codes")
         rows = server.results(wid, codes) or [[1, 0, 0, 0, 1.0, 2.0, None]]
-        return {"op": "done", "r": rows}
+        out = server.outputs(rows)
+        return {"op": "done", "r": rows, "o": out} if out else {"op": "done", "r": rows}
     if kind == "back":
         tasks = []
         for job_id, i in running[:data.draw(st.integers(1, 3), label="back")]:
@@ -465,7 +480,8 @@ def test_worker_messages_are_taken_or_drop_the_worker_and_replay(server_dir, dat
                 return data.draw(
                     values | st.fixed_dictionaries(
                         {"op": st.sampled_from(["done", "back", "bye", "hb", "x"])},
-                        optional={"r": values, "tasks": values, "reason": values}),
+                        optional={"r": values, "o": values, "tasks": values,
+                                  "reason": values}),
                     label="message")
             message = valid_message(server, wid, data)
             return mutate(data, message) if how == "mutated" else message
@@ -497,8 +513,11 @@ def check_rows_or_tasks(server, data):
     if data.draw(st.booleans(), label="results"):
         valid = server.results(1, [0, 5, 2**31]) or [[1, 0, 0, 0, 1.0, 2.0, None]]
         rows = wire(mutate(data, valid) if data.draw(st.booleans()) else data.draw(values))
+        valid_out = [[5, 0, 0, b"x"], [5, 2, 0, "/results/2.result"]]
+        out = wire(mutate(data, valid_out) if data.draw(st.booleans()) else data.draw(values))
         try:
-            ev = {"e": "done", "w": wid, "r": worker_side._check_results(core, rows)}
+            ev = {"e": "done", "w": wid, "r": worker_side._check_results(core, rows),
+                  "o": check_outputs(core.state.jobs, out, 4, None)}
         except ProtocolError:
             return
     else:

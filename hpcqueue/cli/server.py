@@ -11,6 +11,7 @@ import os
 
 import click
 
+from hpcqueue.calls import DEFAULT_RESULT_LIMIT
 from hpcqueue.cli.common import (
     DURATION, ServiceCommand, get_server_dir, log_format_option, request, server_dir_option,
     verbose_option,
@@ -63,6 +64,10 @@ def _abspath(path):
               help="TLS private key (PEM) for the HTTP API.")
 @click.option("--http-insecure", is_flag=True,
               help="Serve plain HTTP on a non-loopback address (the token travels in clear).")
+@click.option("--result-limit", type=click.IntRange(min=0), default=DEFAULT_RESULT_LIMIT,
+              show_default=True, metavar="BYTES",
+              help="Bytes of a Python call's result the server keeps; a bigger result is "
+                   "written to a file in the task's folder and the server keeps its path.")
 @click.option("--daemon", is_flag=True,
               help="Detach once the server listens; it logs to --log-file, else to server.log "
                    "in its instance dir.")
@@ -80,8 +85,8 @@ def _abspath(path):
                    "used now, to save and source.")
 @click.pass_context
 def start(ctx, host, port, journal, journal_fsync, journal_upgrade, heartbeat, dispatch,
-          http_port, http_host, http_cert, http_key, http_insecure, daemon, pid_file, log_file,
-          log_format, verbose, check_args, write_config_defaults):
+          http_port, http_host, http_cert, http_key, http_insecure, result_limit, daemon,
+          pid_file, log_file, log_format, verbose, check_args, write_config_defaults):
     """Run a server: in the foreground (under tmux or screen for long runs), or with
     --daemon in the background."""
     from hpcqueue.cli import logs
@@ -95,7 +100,7 @@ def start(ctx, host, port, journal, journal_fsync, journal_upgrade, heartbeat, d
         journal_upgrade=journal_upgrade, dispatch=dispatch,
         http_port=http_port, http_host=http_host,
         http_cert=_abspath(http_cert), http_key=_abspath(http_key),
-        http_insecure=http_insecure,
+        http_insecure=http_insecure, result_limit=result_limit,
         pid_file=_abspath(pid_file), log_file=_abspath(log_file),
     )
     # without --log-file the log goes into server.log in the instance dir, once it is made

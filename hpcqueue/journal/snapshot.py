@@ -24,7 +24,8 @@ that event was; an open job's spec holds the entries and ids its ``append`` even
 (see :meth:`~hpcqueue.jobs.Job.append`), and ``open`` says whether it still takes more.
 Its delayed retries (``retry_at``) and first failures (``failed_since``) travel as
 ``[index, time]`` pairs; the state's heap of delayed retries is derived from them.  A
-snapshot without them (written before they existed) has none.
+snapshot without them (written before they existed) has none.  A function job's results
+travel as ``[index, result]`` pairs (``results``), as its ``done`` events carried them.
 
 Caches that are not journaled (an allocation queue's recent decisions) come back empty, and
 so do the per-apply outputs ``just_done``, ``to_kill`` and ``just_failed``.
@@ -122,6 +123,7 @@ def _job_dict(job: Job, chunks: int) -> dict:
         "open": job.open,
         "retry_at": [[i, t] for i, t in job.retry_at.items()],
         "failed_since": [[i, t] for i, t in job.failed_since.items()],
+        "results": [[i, r] for i, r in job.results.items()],
     }
 
 
@@ -247,6 +249,7 @@ def _load_job(state: ServerState, ev: dict) -> None:
     job.mean_runtime = ev["mean_runtime"]
     job.retry_at = {i: t for i, t in ev.get("retry_at", ())}
     job.failed_since = {i: t for i, t in ev.get("failed_since", ())}
+    job.results = {i: r for i, r in ev.get("results", ())}
     for i, t in job.retry_at.items():
         heappush(state.delayed, (t, job.id, i))
     if ev["chunks"]:

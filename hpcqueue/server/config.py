@@ -8,6 +8,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcqueue.calls import DEFAULT_RESULT_LIMIT
+
 
 @dataclass
 class ServerConfig:
@@ -37,6 +39,8 @@ class ServerConfig:
     http_key: Path | None = None
     #: serve plain HTTP on an address other than loopback (otherwise TLS is required)
     http_insecure: bool = False
+    #: bytes of a function task's result the server keeps; a bigger one goes to a file
+    result_limit: int = DEFAULT_RESULT_LIMIT
     #: a file that holds the server's pid while it runs (--pid-file)
     pid_file: Path | None = None
     #: where the log goes, when the command sent it to a file of its choice (--log-file)

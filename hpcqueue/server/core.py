@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 
+from hpcqueue.calls import DEFAULT_RESULT_LIMIT
 from hpcqueue.exceptions import JournalError, JournalUnavailable
 from hpcqueue.jobs import Job
 from hpcqueue.model import WorkerState
@@ -95,6 +96,10 @@ class Core:
         #: the loop timer for the earliest delayed retry, and the time it is set for
         self._due_timer: asyncio.TimerHandle | None = None
         self._due_at: float | None = None
+        #: bytes of a function task's result kept in memory; a bigger one goes to a file
+        #: (hpcqueue.calls), under `server_dir` when a worker sent it inline anyway
+        self.result_limit = DEFAULT_RESULT_LIMIT
+        self.server_dir: str | None = None
 
     # ------------------------------------------------------------- events
 
@@ -344,5 +349,5 @@ def job_def(job: Job) -> dict:
     spec = job.spec
     return {k: spec.get(k) for k in (
         "kind", "cmd", "shell", "env", "cwd", "stdout", "stderr", "time_limit", "cpus", "res",
-        "submit_dir", "time_request", "stream",
+        "submit_dir", "time_request", "stream", "function",
     )}

@@ -13,6 +13,7 @@ import time
 from bisect import bisect_right
 from itertools import chain
 
+from hpcqueue import calls
 from hpcqueue.exceptions import NotFound, RequestError, UsageError
 from hpcqueue.jobs import MAX_CRASH_LIMIT, MAX_RETRIES
 from hpcqueue.listing import PAGE_ROWS, PAGE_ROWS_ENTRIES, list_page
@@ -33,6 +34,7 @@ from hpcqueue.model import (
 from hpcqueue.selectors import parse_jobs, parse_tasks, task_spans
 from hpcqueue.server import explain
 from hpcqueue.server.core import Core
+from hpcqueue.server.results import PAGE_RESULTS, check_function, results_page
 
 HANDLERS = {}
 
@@ -224,7 +226,11 @@ def check_spec(spec) -> dict:
         if ids and ids != [[0, total - 1, 1]]:
             raise RequestError(f"'ids' of an open job must be [[0, {total - 1}, 1]] (or [] "
                                "with no entries): the tasks added later take the next ids")
-    if not cmd and not shell:
+    kind = check_str(spec.get("kind"), "kind", nul_ok=True)
+    function = None
+    if kind == calls.KIND:
+        function = check_function(spec, entries, is_open)
+    elif not cmd and not shell:
         raise RequestError("a job needs a command: give it after --, or use --each-line")
     if not cmd and entries is None:
         raise RequestError("a job of shell lines ('shell' without 'cmd') needs 'entries'")
@@ -256,7 +262,7 @@ def check_spec(spec) -> dict:
         raise RequestError("'cwd' cannot use %{CWD}: it defines it")
     checked = {
         "name": check_str(spec.get("name"), "name", nul_ok=True),
-        "kind": check_str(spec.get("kind"), "kind", nul_ok=True),
+        "kind": kind,
         "cmd": cmd or None,
         "shell": shell,
         "ids": ids,
@@ -281,6 +287,8 @@ def check_spec(spec) -> dict:
         checked["open"] = True
     if stream is not None:  # as "open"
         checked["stream"] = stream
+    if function is not None:  # as "open"
+        checked["function"] = function
     return checked
 
 
@@ -412,7 +420,8 @@ def jobs(core: Core, req: dict) -> dict:
 def job_info(core: Core, req: dict) -> dict:
     job = _job(core, req.get("job"))
     info = job.summary()
-    spec = {k: v for k, v in job.spec.items() if k not in ("entries", "ids")}
+    # (not a function job's callable: base64 of a pickle, up to megabytes)
+    spec = {k: v for k, v in job.spec.items() if k not in ("entries", "ids", "function")}
     info.update(spec=spec, array=job.ids.spec(), mean_runtime=job.mean_runtime,
                 errors=len(job.errors))
     if job.state is not None:
@@ -522,6 +531,20 @@ def _task_index(job, task_id) -> int:
 def task_info(core: Core, req: dict) -> dict:
     job = _job(core, req.get("job"))
     return {"job": job.id, "task": job.task_row(_task_index(job, req.get("task")))}
+
+
+@handler("task_results")
+def task_results(core: Core, req: dict) -> dict:
+    """A page of the results of a function job's tasks (see
+    :func:`hpcqueue.server.results.results_page`): those of the id selector `tasks`
+    (default all) from index `after`, `limit` at most; again with `after` = `next` until it
+    is None."""
+    job = _job(core, req.get("job"))
+    if job.spec.get("kind") != calls.KIND:
+        raise RequestError(f"job {job.id} is not a job of Python calls: its tasks have no "
+                           f"results (`hpcqueue job cat {job.id} stdout` shows their output)")
+    after, limit = _page_args(req, PAGE_RESULTS)
+    return results_page(job, _selected_spans(job, req), after, limit)
 
 
 @handler("failed")

@@ -169,6 +169,8 @@ class Server:
         if cfg.journal is not None:
             state, journal = self._open_journal(cfg)
         self.core = core = Core(state, journal, dispatch_policy=cfg.dispatch)
+        core.result_limit = cfg.result_limit
+        core.server_dir = str(cfg.server_dir)
         try:
             core.record({"e": "server", "t": time.time(), "v": __version__})
         except HpcqueueError:

@@ -10,6 +10,7 @@ from hpcqueue.jobs import EXIT_MAX, EXIT_MIN
 from hpcqueue.model import MAX_COUNT, MAX_SECONDS
 from hpcqueue.protocol import read_message
 from hpcqueue.server.core import Core, Peer
+from hpcqueue.server.results import check_outputs
 
 log = logging.getLogger("hpcqueue.server")
 
@@ -101,7 +102,8 @@ async def worker_session(core: Core, peer: Peer, hello: dict, heartbeat: float) 
              info.get("hostname"), info.get("cpus", 1),
              f", batch job {info['batch_job']}" if info.get("batch_job") else "")
     core.send(peer, {"op": "welcome", "id": wid, "heartbeat": heartbeat,
-                     "server_id": core.info.get("server_id")})
+                     "server_id": core.info.get("server_id"),
+                     "result_limit": core.result_limit})
     core.schedule_dispatch()
     reader, session = peer.reader, peer.session
     while True:
@@ -111,8 +113,13 @@ async def worker_session(core: Core, peer: Peer, hello: dict, heartbeat: float) 
             raise ProtocolError("a worker message must be a map")
         op = msg.get("op")
         if op == "done":
-            core.record({"e": "done", "w": wid, "r": _check_results(core, msg.get("r")),
-                         "t": time.time()})
+            event = {"e": "done", "w": wid, "r": _check_results(core, msg.get("r")),
+                     "t": time.time()}
+            out = msg.get("o")
+            if out is not None:  # results of function tasks (hpcqueue.calls)
+                event["o"] = check_outputs(core.state.jobs, out, core.result_limit,
+                                           core.server_dir)
+            core.record(event)
         elif op == "back":
             core.record({"e": "back", "w": wid, "tasks": _check_tasks(core, msg.get("tasks")),
                          "t": time.time()})

@@ -103,6 +103,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
         self.runner = Runner(loop, cfg.cpus, cfg.res, self._report, cfg.executor)
+        self.runner.server_dir = str(cfg.server_dir)
         self.runner.deadline = self.end
         self.runner.on_back = self._hand_back
         self._signal_event = asyncio.Event()
@@ -220,6 +221,9 @@ class Worker:
             raise ServerLost(str(e)) from None
         self.id = welcome.get("id")
         self.runner.worker_id = self.id  # each task sees it as $HPCQUEUE_WORKER_ID
+        limit = welcome.get("result_limit")
+        if type(limit) is int and limit >= 0:  # (a server before Python calls says none)
+            self.runner.result_limit = limit
         heartbeat = float(welcome.get("heartbeat") or 8.0)
         log.info("worker %s connected to server %s", self.id, welcome.get("server_id"))
         watch = asyncio.ensure_future(self._watch(heartbeat))
@@ -309,7 +313,12 @@ class Worker:
         self._flush_scheduled = False
         if self._pending and self._writer is not None:
             rows, self._pending = self._pending, []
-            self._send({"op": "done", "r": rows})
+            message = {"op": "done", "r": rows}
+            # the results of Python calls travel beside the rows: [job, index, instance, result]
+            out = [[r[0], r[1], r[2], r.pop()] for r in rows if len(r) > 7]
+            if out:
+                message["o"] = out
+            self._send(message)
 
     def _hand_back(self, tasks) -> None:
         by_job: dict[int, list] = {}

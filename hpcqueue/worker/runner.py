@@ -20,10 +20,12 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
+from hpcqueue import calls
 from hpcqueue.model import fill_placeholders, param_hash
 from hpcqueue.worker.reaper import Reaper
 
@@ -59,7 +61,8 @@ def _running(proc: subprocess.Popen) -> bool:
 
 class PreparedJob:
     __slots__ = ("id", "kind", "argv", "shell", "env", "cwd", "stdout", "stderr",
-                 "time_limit", "cpus", "res", "submit_dir", "time_request", "stream")
+                 "time_limit", "cpus", "res", "submit_dir", "time_request", "stream",
+                 "function", "function_path")
 
     def __init__(self, job_id: int, d: dict, base_env: dict):
         self.id = job_id
@@ -80,6 +83,10 @@ class PreparedJob:
         self.res = dict(d.get("res") or {})
         self.time_request = d.get("time_request") or 0
         self.stream = d.get("stream") or None  # a dir: output goes to logs there
+        #: a function job's callable (base64, hpcqueue.calls), and the file it is written to
+        #: on this worker when its first task starts
+        self.function = d.get("function") if self.kind == calls.KIND else None
+        self.function_path: str | None = None
 
 
 class Runner:
@@ -111,6 +118,14 @@ class Runner:
         self.pipes: dict[tuple, list] = {}
         # kills the tasks' process groups if this worker dies
         self.reaper = None if self.noop else Reaper.start(log)
+        #: function tasks (hpcqueue.calls): results over this many bytes go to a file; the
+        #: server dir, under which they go when the job keeps no stdout; the files of
+        #: running calls, (job, index) -> (args path, outcome path, stdout path or None);
+        #: and the folder of those files (made for the first call)
+        self.result_limit = calls.DEFAULT_RESULT_LIMIT
+        self.server_dir: str | None = None
+        self.calls: dict[tuple, tuple] = {}
+        self.calls_dir: str | None = None
 
     @property
     def busy(self) -> bool:
@@ -220,7 +235,62 @@ class Runner:
         pipes = self.pipes.pop(key, None)
         if pipes is not None:
             self._end_stream(key, pipes, code)
-        self._finished(key, job, (code, t0, time.time(), msg))
+        out = None
+        if key in self.calls:
+            out, why = self._outcome(key, job, self.calls.pop(key))
+            msg = why or msg
+        self._finished(key, job, (code, t0, time.time(), msg, out))
+
+    # ------------------------------------------------------------- Python calls
+
+    def _call_argv(self, job: PreparedJob, key, task_id: int, entry: str | None,
+                   stdout: str | None) -> list[str]:
+        """Write a call's payload for `hpcqueue.worker.callrun`; its argv.  OSError if the
+        files cannot be written."""
+        if self.calls_dir is None:
+            import tempfile
+
+            self.calls_dir = tempfile.mkdtemp(prefix="hpcqueue-calls-")
+        if job.function_path is None:
+            path = os.path.join(self.calls_dir, f"job-{job.id}.fn")
+            with open(path, "wb") as f:
+                f.write(calls.decode(job.function or ""))
+            job.function_path = path
+        base = os.path.join(self.calls_dir, f"{key[0]}-{key[1]}")
+        with open(base + ".in", "wb") as f:
+            f.write(calls.decode(entry or ""))
+        self.calls[key] = (base + ".in", base + ".out", stdout)
+        return [sys.executable, "-m", "hpcqueue.worker.callrun", job.function_path,
+                base + ".in", base + ".out"]
+
+    def _outcome(self, key, job: PreparedJob, files: tuple):
+        """(result, error line or None) of a call that ended: its outcome's bytes, or the
+        path of the file they were written to when over the result limit; (None, None) when
+        it wrote none (killed, or it could not start)."""
+        args_path, out_path, stdout = files
+        try:
+            os.unlink(args_path)
+        except OSError:
+            pass
+        try:
+            with open(out_path, "rb") as f:
+                data = f.read()
+            os.unlink(out_path)
+        except OSError:
+            return None, None
+        why = calls.failure_line(data)
+        if len(data) <= self.result_limit:
+            return data, why
+        task_id = self.running[key][2]
+        path = calls.result_path(job.id, task_id, stdout, job.stream,
+                                 self.server_dir or os.getcwd())
+        try:
+            calls.write_result(path, data)
+        except OSError as e:  # the server writes it to a file of its own instead
+            log.warning("job %s task %s: cannot write its result to %s (%s): sending it to "
+                        "the server", job.id, task_id, path, e.strerror)
+            return data, why
+        return path, why
 
     # ------------------------------------------------------------- streamed output
 
@@ -301,8 +371,11 @@ class Runner:
         if not self.running and not self.queue:
             self.idle_since = time.monotonic()
         if task is not None:
-            code, t0, t1, msg = result
-            self.report([task[0], task[1], task[3], code, t0, t1, msg])
+            code, t0, t1, msg = result[:4]
+            row = [task[0], task[1], task[3], code, t0, t1, msg]
+            if len(result) > 4 and result[4] is not None:
+                row.append(result[4])  # a call's result: the agent sends it apart (`o`)
+            self.report(row)
         if self.queue:
             self.pump()
 
@@ -332,12 +405,23 @@ class Runner:
         env["HPCQUEUE_INSTANCE_ID"] = str(instance)
         if self.worker_id is not None:
             env["HPCQUEUE_WORKER_ID"] = str(self.worker_id)
-        if entry is not None:
+        if entry is not None and job.function is None:  # (a call's arguments: a file)
             env["HPCQUEUE_ENTRY"] = entry
         if job.shell and not job.argv:
             argv = ["/bin/sh", "-c", entry or ""]
         else:
             argv = job.argv
+        key = (job_id, task[1])
+        if job.function is not None:
+            stdout = None
+            if not piped and job.stdout not in (None, "none", "inherit"):
+                stdout = os.path.join(cwd, fill_placeholders(job.stdout, values))
+            try:
+                argv = self._call_argv(job, key, task_id, entry, stdout)
+            except (OSError, ValueError) as e:
+                why = getattr(e, "strerror", None) or str(e)
+                return None, (126, f"cannot write the call's payload in {self.calls_dir}: "
+                                   f"{why}"), None
         out = err = None
         reads = None
         try:
@@ -376,6 +460,13 @@ class Runner:
                     f.close()
         for fd in reads or ():
             os.close(fd)
+        files = self.calls.pop(key, None)
+        if files is not None:
+            for path in files[:2]:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         return None, failure, None
 
     # ------------------------------------------------------------- control
@@ -418,3 +509,8 @@ class Runner:
         if self.reaper is not None:
             self.reaper.close()
             self.reaper = None
+        if self.calls_dir is not None:
+            import shutil
+
+            shutil.rmtree(self.calls_dir, ignore_errors=True)
+            self.calls_dir = None
