@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from hpcqueue.cli.common import (
@@ -11,6 +9,7 @@ from hpcqueue.cli.common import (
     print_json, print_table, request, server_dir_option, verbose_option, when,
 )
 from hpcqueue.cli.envconfig import from_env
+from hpcqueue.cluster import default_cpus
 from hpcqueue.model import format_duration
 
 
@@ -36,13 +35,6 @@ def _tunnel(ctx, param, value):
 TUNNEL_HELP = ("Reach the server through an SSH tunnel via HOST, which reaches it at the "
                "access record's host (or --server-host). Uses ~/.ssh/config, the agent and "
                "known_hosts; needs hpcqueue[ssh].")
-
-
-def default_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 @from_env
