@@ -96,7 +96,12 @@ class LocalCluster:
         self._thread = threading.Thread(target=self._run, name="hpcqueue-local-cluster",
                                         daemon=True)
         self._thread.start()
-        if not self._ready.wait(START_TIMEOUT) or self._error is not None:
+        try:
+            ready = self._ready.wait(START_TIMEOUT)
+        except BaseException:  # interrupted (Ctrl-C): leave nothing behind
+            self.close()
+            raise
+        if not ready or self._error is not None:
             error = self._error
             self.close()
             if isinstance(error, HpcqueueError):
