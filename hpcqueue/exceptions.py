@@ -20,7 +20,12 @@ class UsageError(HpcqueueError):
     exit_code = 2
 
 
-class NoServerError(HpcqueueError):
+class ServerUnreachable(HpcqueueError):
+    """No server answers for the server dir: none was started, it stopped, or the
+    connection to it was lost."""
+
+
+class NoServerError(ServerUnreachable):
     """There is no server, or only a stale access record, in the server dir."""
 
 
@@ -42,6 +47,10 @@ class ConnectionLost(ProtocolError):
 
 class RequestError(HpcqueueError):
     """The server refused a request; the message is the server's reason."""
+
+
+class Refused(RequestError):
+    """A request the server refused (rebuilt by the client from the server's reply)."""
 
 
 class JournalError(HpcqueueError):
@@ -73,8 +82,13 @@ class JournalUnavailable(JournalError):
         self.path, self.cause = path, cause
 
 
-class NotFound(RequestError):
+class NotFound(Refused):
     """A job, task or worker id that the server does not know."""
+
+
+class Unavailable(Refused):
+    """The server cannot take requests now (its journal cannot be written): try again
+    later; it accepts them again by itself once it can write."""
 
 
 class TemplateError(HpcqueueError):
@@ -108,3 +122,21 @@ class RemoteError(HpcqueueError):
         super().__init__(text)
         self.type_name, self.message, self.traceback = type_name, message, traceback
         self.job, self.task = job, task
+
+
+#: the `kind` of an error reply (the server's exception class name) -> the exception the
+#: client raises; any other kind, or none (an older server), is :class:`Refused`
+REPLY_KINDS: dict[str, type[HpcqueueError]] = {
+    "NotFound": NotFound,
+    "JournalUnavailable": Unavailable,
+    "SchedulerError": SchedulerError,
+    "TemplateError": TemplateError,
+}
+
+
+def from_reply(reply) -> HpcqueueError:
+    """The typed error an ``{"ok": false, "error": ..., "kind": ...}`` reply stands for."""
+    if not isinstance(reply, dict):
+        return ProtocolError("the server sent a reply that is not a map")
+    kind = REPLY_KINDS.get(str(reply.get("kind")), Refused)
+    return kind(reply.get("error") or "the server refused the request")

@@ -36,7 +36,7 @@ OPTIONS = {
 
 def _make_spec():
     """The spec builder that `hpcqueue submit` uses (the one place that names it)."""
-    from hpcqueue.cli.jobspec import make_spec
+    from hpcqueue.jobspec import make_spec
 
     return make_spec
 

@@ -130,7 +130,7 @@ def test_profile_values_are_frozen_into_the_queue(cluster, layers):
 def test_server_host_reaches_the_worker_command(monkeypatch):
     from hpcqueue.autoalloc.model import QueueParams
     from hpcqueue.autoalloc.schedulers.base import worker_command
-    from hpcqueue.cli.alloc import interface_address
+    from hpcqueue.autoalloc.params import interface_address
 
     monkeypatch.setattr(sys, "executable", "/py")
     cmd = worker_command(QueueParams(scheduler="slurm", time_limit=60, server_host="10.1.2.3"))

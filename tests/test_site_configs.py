@@ -160,7 +160,7 @@ def golden_script(qualified: str, tmp_path: Path) -> str:
 def stable(monkeypatch):
     """The same script on every machine: a fixed Python path, and a fixed address for
     `server-address: {interface: ...}` (the real lookup runs in the dry-run tests)."""
-    import hpcqueue.cli.alloc as alloc_cli
+    import hpcqueue.autoalloc.params as params_module
 
     monkeypatch.setattr(sys, "executable", PYTHON)
     asked = []
@@ -169,7 +169,7 @@ def stable(monkeypatch):
         asked.append(name)
         return INTERFACE_ADDRESS
 
-    monkeypatch.setattr(alloc_cli, "interface_address", interface_address)
+    monkeypatch.setattr(params_module, "interface_address", interface_address)
     return asked
 
 

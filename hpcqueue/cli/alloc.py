@@ -56,17 +56,6 @@ def queue_options(fn):
     return fn
 
 
-#: click parameter -> profile key, for the options a profile can set
-FLAG_KEYS = {
-    "name": None, "time_limit": "time-limit", "backlog": "backlog",
-    "workers_per_alloc": "workers-per-alloc", "max_worker_count": "max-worker-count",
-    "idle_timeout": "idle-timeout", "partition": "partition", "account": "account",
-    "qos": "qos", "cpus": "cpus", "gpus": "gpus", "mem": "mem",
-    "worker_start_cmd": "worker-start-cmd", "worker_stop_cmd": "worker-stop-cmd",
-    "template": "template", "transport": "transport", "login_host": "login-host",
-}
-
-
 def _given(ctx, name: str) -> bool:
     from click.core import ParameterSource
 
@@ -74,68 +63,12 @@ def _given(ctx, name: str) -> bool:
                                               ParameterSource.ENVIRONMENT)
 
 
-def interface_address(name: str) -> str:
-    """The IPv4 address of a network interface of this machine."""
-    import fcntl
-    import socket
-    import struct
-
-    from hpcqueue.exceptions import UsageError
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            packed = fcntl.ioctl(s.fileno(), 0x8915,  # SIOCGIFADDR
-                                 struct.pack("256s", name.encode()[:15]))
-        except OSError:
-            raise UsageError(f"server-address: this machine has no interface {name!r} with an "
-                             "IPv4 address (see `ip addr`)") from None
-    return socket.inet_ntoa(packed[20:24])
-
-
 def build_params(ctx, opts: dict):
-    """QueueParams from the profile, HPCQUEUE_* variables and the flags given, in that order."""
-    import os
+    """QueueParams from the profile, HPCQUEUE_* variables and the flags given, in that
+    order (see :func:`hpcqueue.autoalloc.params.build_params`)."""
+    from hpcqueue.autoalloc.params import FLAG_KEYS, build_params
 
-    from hpcqueue import config
-    from hpcqueue.autoalloc.model import QueueParams
-    from hpcqueue.exceptions import UsageError
-
-    cfg = config.load().check()
-    flags = {}
-    for param, key in FLAG_KEYS.items():
-        if key and _given(ctx, param) and opts.get(param) is not None:
-            flags[key] = opts[param]
-    if opts.get("extra_args"):
-        flags["extra-args"] = list(opts["extra_args"])
-    ref = opts.get("profile") or (cfg.settings["profile"].value if "profile" in cfg.settings
-                                  else None)
-    profile = cfg.resolve(ref) if ref else None
-    values = cfg.effective(profile, flags)
-    scheduler = opts["scheduler"]
-    wanted = values.get("scheduler")
-    if wanted is not None and wanted.value != scheduler:
-        raise UsageError(f"profile {profile.qualified} is for {wanted.value}, not {scheduler} "
-                         f"(from {wanted.source})")
-    values.pop("scheduler", None)
-    fields = config.queue_fields(values)
-    if "time_limit" not in fields:
-        raise UsageError("no time limit: give --time-limit, or use a profile that sets "
-                         "time-limit")
-    if fields.get("template"):
-        fields["template"] = os.path.abspath(os.path.expanduser(fields["template"]))
-        try:
-            with open(fields["template"], encoding="utf-8") as f:
-                fields["template_text"] = f.read()
-        except OSError as e:
-            raise UsageError(f"template {fields['template']}: {e.strerror}") from None
-    address = fields.get("server_address")
-    if address:
-        kind, value = next(iter(address.items()))
-        fields["server_host"] = value if kind == "hostname" else interface_address(value)
-    params = QueueParams(scheduler=scheduler, name=opts.get("name"),
-                         pause_after=opts["pause_after"],
-                         profile=profile.qualified if profile else None, **fields)
-    return params.validate()
+    return build_params(opts, given={p for p in FLAG_KEYS if _given(ctx, p)})
 
 
 @click.group()

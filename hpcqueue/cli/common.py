@@ -9,7 +9,8 @@ import sys
 import click
 
 from hpcqueue.access import ENV_SERVER_DIR, server_dir
-from hpcqueue.exceptions import HpcqueueError, NotFound, RequestError, UsageError
+from hpcqueue.client import ENV_PAGE_ROWS  # noqa: F401 - tests page small listings
+from hpcqueue.exceptions import HpcqueueError, UsageError
 from hpcqueue.model import parse_duration
 
 
@@ -170,65 +171,24 @@ class TaskSelectorType(click.ParamType):
 
 def request(ctx: click.Context, op: str, timeout: float | None = 60.0, **fields) -> dict:
     """Send one request to the server and return its reply, or raise its error."""
-    from hpcqueue.access import connect
+    from hpcqueue.client import Client
 
-    conn = connect(get_server_dir(ctx), timeout=timeout)
-    try:
-        conn.send({"op": op, **fields})
-        reply = conn.recv()
-    finally:
-        conn.close()
-    return check_reply(reply)
+    with Client(get_server_dir(ctx), timeout=timeout) as client:
+        return client.request(op, **fields)
 
 
 def check_reply(reply) -> dict:
-    if not isinstance(reply, dict):
-        raise RequestError("the server sent a reply that is not a map")
-    if not reply.get("ok"):
-        kind = NotFound if reply.get("kind") == "NotFound" else RequestError
-        raise kind(reply.get("error") or "the server refused the request")
-    return reply
+    """REPLY if the server accepted the request, else the typed error it stands for."""
+    from hpcqueue.client import check_reply
+
+    return check_reply(reply)
 
 
 def pages(ctx: click.Context, op: str, count, limit: int | None = None, **fields):
-    """The pages of a paged listing (`jobs`, `tasks`), one request each on one connection.
+    """The pages of a paged listing (`jobs`, `tasks`): see :meth:`hpcqueue.Client.pages`."""
+    from hpcqueue.client import Client
 
-    The request for the next page goes out as soon as a page has come, so the server
-    builds it while this one is written; COUNT(page) says how many rows a page holds, and
-    pages stop after LIMIT rows.  `fixed` fields from the first reply (the job a `last`
-    named) hold for the later pages."""
-    from hpcqueue.access import connect
-
-    import os
-
-    # rows a page may hold: the server's most (None), or fewer (tests page small listings)
-    size = int(os.environ.get(ENV_PAGE_ROWS) or 0) or None
-    conn = connect(get_server_dir(ctx), timeout=60)
-    try:
-        left = limit
-        conn.send({"op": op, **fields, "limit": _least(left, size)})
-        while True:
-            page = check_reply(conn.recv())
-            if left is not None:
-                left -= count(page)
-            more = page.get("next") is not None and (left is None or left > 0)
-            if more:
-                if "job" in fields:
-                    fields["job"] = page["job"]
-                conn.send({"op": op, **fields, "after": page["next"],
-                           "limit": _least(left, size)})
-            yield page
-            if not more:
-                return
-    finally:
-        conn.close()
-
-
-ENV_PAGE_ROWS = "HPCQUEUE_PAGE_ROWS"
-
-
-def _least(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else min(a, b)
+    yield from Client(get_server_dir(ctx)).pages(op, count, limit, **fields)
 
 
 def quiet_broken_pipe() -> int:

@@ -1,18 +1,23 @@
 """`hpcqueue run`: a server and local workers in one process, for one job.
 
-No cluster and no server dir to manage: the server listens on loopback with a
-fresh key in a private temporary dir, the workers run in the same event loop,
-and everything is gone when the job ends.
+No cluster and no server dir to manage: a :class:`hpcqueue.LocalCluster` (the server on
+loopback with a fresh key in a private temporary dir, the workers in the same event loop)
+runs the job, and everything is gone when it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+import time
 
 import click
 
-from hpcqueue.cli.jobspec import build_spec, task_options
+from hpcqueue.cli.jobspec import task_options
 from hpcqueue.cli.output import emit, output_option
+from hpcqueue.exceptions import ServerUnreachable
 
 
 @click.command(context_settings={"allow_interspersed_args": False},
@@ -41,39 +46,49 @@ def run(command, workers, worker_cpus, progress, executor, output, **opts):
     --stdout/--stderr say otherwise.  A summary goes to stderr (--output json: an
     object on stdout).  Exit code 1 if any task failed.
     """
-    import asyncio
-
-    from hpcqueue.cli.worker import default_cpus
+    from hpcqueue.cluster import LocalCluster
     from hpcqueue.exceptions import UsageError
+    from hpcqueue.jobspec import build_spec
 
     if not command and not opts.get("each_line"):
         raise UsageError("no command: give it after `--`, e.g. `hpcqueue run -- ./sim.sh`, "
                          "or give --each-line FILE of shell commands")
     spec = build_spec(opts, command, default_output="inherit")
-    if worker_cpus is None:
-        worker_cpus = max(1, default_cpus() // workers)
     if progress is None:
         progress = sys.stderr.isatty()
-    summary, elapsed, failed = asyncio.run(
-        _run(spec, workers, worker_cpus, progress, executor))
+    with _signals_interrupt(), LocalCluster(workers, worker_cpus, executor=executor) as local:
+        t0 = time.monotonic()
+        job = local.client()._submit_spec(spec)
+        try:
+            summary = job.wait(progress=progress)
+        except ServerUnreachable:
+            if local.failure is not None:  # the workers ended, so the server stopped
+                raise local.failure from None
+            raise
+        elapsed = time.monotonic() - t0
+        failed = list(job.tasks(state="failed", limit=10)) if summary.failed else []
+    summary = {"tasks": summary.tasks, "finished": summary.finished, "failed": summary.failed,
+               "submitted": summary.submitted, "ended": summary.ended}
     rate = summary["tasks"] / elapsed if elapsed > 0 else 0.0
     if output != "table":
         from hpcqueue.cli.output import with_times
 
+        rows = [{"id": t.id, "entry": t.entry, "exit_code": t.exit_code, "error": t.error}
+                for t in failed]
         emit(output, dict(with_times(summary, "submitted", "ended"), elapsed=elapsed,
-                          failed_tasks=failed))
+                          failed_tasks=rows))
         return 1 if summary["failed"] else 0
     parts = [f"{summary['finished']} finished"]
     if summary["failed"]:
         parts.append(f"{summary['failed']} failed")
     click.echo(f"hpcqueue run: {summary['tasks']} tasks, {', '.join(parts)} in "
                f"{elapsed:.2f}s ({rate:.0f} tasks/s)", err=True)
-    for row in failed[:10]:
-        what = row.get("entry") if row.get("entry") is not None else f"task {row['id']}"
-        click.echo(f"  failed: {what}: {row.get('error') or 'exit code ' + str(row['exit_code'])}",
+    for task in failed[:10]:
+        what = task.entry if task.entry is not None else f"task {task.id}"
+        click.echo(f"  failed: {what}: {task.error or 'exit code ' + str(task.exit_code)}",
                    err=True)
-    if len(failed) > 10:
-        click.echo(f"  ... and {len(failed) - 10} more", err=True)
+    if summary["failed"] > 10:
+        click.echo(f"  ... and {summary['failed'] - 10} more", err=True)
     return 1 if summary["failed"] else 0
 
 
@@ -86,63 +101,19 @@ for _param in run.params:
                        f"{_param.name} writes a file per task; `none` discards it).")
 
 
-async def _run(spec: dict, n_workers: int, cpus: int, progress: bool, executor: str):
-    import asyncio
-    import shutil
-    import tempfile
-    import time
-    from pathlib import Path
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM and SIGHUP interrupt `run` as Ctrl-C does, so that its local cluster stops
+    (killing the tasks) and its server dir is removed."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
 
-    from hpcqueue.exceptions import HpcqueueError
-    from hpcqueue.model import FAILED
-    from hpcqueue.server.config import ServerConfig
-    from hpcqueue.server.lifecycle import Server
-    from hpcqueue.worker.agent import Worker, WorkerConfig
-
-    tmp = Path(tempfile.mkdtemp(prefix="hpcqueue-run-"))
-    server = Server(ServerConfig(server_dir=tmp, host="127.0.0.1", port=0))
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        await server.startup()
-        server.install_signal_handlers()
-        main = asyncio.ensure_future(server.main_loop())
-        t0 = time.monotonic()
-        job = server.core.submit(spec)
-        waiter = server.core.add_waiter({job.id})
-        workers = [
-            asyncio.ensure_future(Worker(WorkerConfig(
-                server_dir=tmp, cpus=cpus, executor=executor)).run())
-            for _ in range(n_workers)
-        ]
-        bar = None
-        if progress:
-            from hpcqueue.cli.waiting import ProgressBar
-
-            bar = ProgressBar().__enter__()
-        try:
-            while not waiter.event.is_set() and not server.stopping.is_set():
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiter.event.wait()), 0.2)
-                except asyncio.TimeoutError:
-                    pass
-                if bar is not None:
-                    bar.update([job.summary()])
-                if all(w.done() for w in workers) and not waiter.event.is_set():
-                    errors = [w.exception() for w in workers if w.exception() is not None]
-                    raise HpcqueueError("the local workers ended before the job: "
-                                        + (str(errors[0]) if errors else "no error given"))
-        finally:
-            if bar is not None:
-                bar.update([job.summary()])
-                bar.__exit__(None, None, None)
-        elapsed = time.monotonic() - t0
-        failed = [job.task_row(i) for i in job.indexes_in(FAILED)]
-        summary = job.summary()
-        if not waiter.event.is_set():
-            raise click.Abort()
-        server.stopping.set()
-        await main
-        await server.shutdown()
-        await asyncio.wait(workers, timeout=5)
-        return summary, elapsed, failed
+        yield
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

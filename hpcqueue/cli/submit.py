@@ -19,13 +19,12 @@ import time
 import click
 
 from hpcqueue.cli.common import check_reply, get_server_dir, server_dir_option
+from hpcqueue.cli.jobspec import Bundling, bundling, stream_options, task_options
 from hpcqueue.cli.output import emit, output_option, with_times
-from hpcqueue.cli.jobspec import (
-    Bundling, build_spec, bundling, stream_options, task_line, task_options,
-)
 from hpcqueue.exceptions import (
     HpcqueueError, NoServerError, ProtocolError, RequestError, UsageError,
 )
+from hpcqueue.jobspec import build_spec, task_line
 
 BUNDLE_MAX_BYTES = 8 << 20  # a bundle is sent early once its lines hold this much
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from hpcqueue.cli.common import (
@@ -15,6 +13,7 @@ from hpcqueue.cli.output import (
     emit, output_option, print_fields, print_table, when, when_short, with_times,
 )
 from hpcqueue.cli.envconfig import from_env
+from hpcqueue.cluster import default_cpus
 from hpcqueue.model import format_duration
 
 
@@ -40,13 +39,6 @@ def _tunnel(ctx, param, value):
 TUNNEL_HELP = ("Reach the server through an SSH tunnel via HOST, which reaches it at the "
                "access record's host (or --server-host). Uses ~/.ssh/config, the agent and "
                "known_hosts; needs hpcqueue[ssh].")
-
-
-def default_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 @from_env

@@ -30,7 +30,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from hpcqueue.access import ensure_private_dir
-from hpcqueue.cli.jobspec import make_spec
+from hpcqueue.jobspec import make_spec
 from hpcqueue.exceptions import (
     HpcqueueError, JournalUnavailable, NotFound, RequestError, UsageError,
 )

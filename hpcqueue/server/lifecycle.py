@@ -387,7 +387,8 @@ class Server:
             log.debug("client %s: first request %r", peer.addr, msg.get("op"))
         while True:
             if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
-                core.send(peer, {"ok": False, "error": "a request is a map with an 'op'"})
+                core.send(peer, {"ok": False, "error": "a request is a map with an 'op'",
+                                 "kind": "RequestError"})
             else:
                 op = msg["op"]
                 try:

@@ -1,0 +1,571 @@
+"""The Python API: a :class:`Client` of a running server, its :class:`Job` s and their
+:class:`Task` s.
+
+A client speaks the same authenticated protocol as the command line (which is built on
+it): one connection for its requests, opened at the first and kept until :meth:`close`,
+and a connection of its own for each wait (the server pushes progress and the end on it).
+Every refusal comes back as a typed error from :mod:`hpcqueue.exceptions`: ``NotFound``,
+``Refused``, ``Unavailable``; a server that is not there or went away is
+``ServerUnreachable``.  docs/api.md shows it in use::
+
+    with hpcqueue.Client() as client:
+        job = client.submit(["./sim.sh"], array="1-1000", cpus=2)
+        summary = job.wait()
+        for task in job.tasks(state="failed"):
+            print(task.id, task.exit_code, task.stderr())
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
+
+from hpcqueue.exceptions import (
+    ConnectionLost, NotFound, ServerUnreachable, UsageError, from_reply,
+)
+from hpcqueue.model import JobState, TaskState
+
+ENV_PAGE_ROWS = "HPCQUEUE_PAGE_ROWS"  # rows a listing page may hold (tests page small ones)
+#: requests that change nothing: asked again on a new connection if a kept one was stale
+READ_ONLY = frozenset({"jobs", "job_info", "tasks", "task_info", "task_explain", "cat",
+                       "failed", "workers", "worker_info", "alloc_list", "alloc_info",
+                       "server_info"})
+
+JobRef = Union[int, str, "Job"]
+JobSelector = Union[int, str, "Job", Iterable[Union[int, "Job"]]]
+
+
+def check_reply(reply) -> dict:
+    """REPLY if the server accepted the request, else the typed error it stands for."""
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        raise from_reply(reply)
+    return reply
+
+
+# ------------------------------------------------------------------ records
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job's counts at one moment: a row of `job list`, a progress update, or the end of
+    a wait.  `state` is a :class:`~hpcqueue.model.JobState` (a str)."""
+
+    id: int
+    name: str
+    state: JobState
+    tasks: int
+    waiting: int = 0
+    running: int = 0
+    finished: int = 0
+    failed: int = 0
+    canceled: int = 0
+    #: tasks on a worker that has not had room to start them yet (progress updates only)
+    assigned: int = 0
+    submitted: float | None = None
+    ended: float | None = None
+    priority: int = 0
+    #: the job takes more tasks (`submit --each-line -` from a pipe)
+    open: bool = False
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> JobSummary:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in row.items() if k in known}
+        values["state"] = JobState(values["state"])
+        return cls(**values)
+
+    @property
+    def done(self) -> bool:
+        """The job has ended: every task finished, failed or was canceled."""
+        return self.state not in (JobState.WAITING, JobState.RUNNING) and not self.open
+
+    @property
+    def ok(self) -> bool:
+        """Every task of the job finished (exit code 0)."""
+        return self.finished == self.tasks
+
+
+@dataclass
+class Task:
+    """One task of a job, as the server saw it when it was listed.  Its output is read
+    on demand (:meth:`stdout`, :meth:`stderr`) from its files or the job's stream logs."""
+
+    job: Job = field(repr=False)
+    id: int
+    state: TaskState
+    exit_code: int | None = None
+    #: its line (--each-line) or JSON element (--from-json); None for array tasks
+    entry: str | None = None
+    #: why it failed, when that is not an exit code (a time limit, a lost worker, ...)
+    error: str | None = None
+    worker: int | None = None
+    #: which run of the task this is (0 the first; retries and restarts add one)
+    instance: int | None = None
+    start: float | None = None
+    end: float | None = None
+    retries: int = 0
+    crashes: int = 0
+
+    @classmethod
+    def from_row(cls, job: Job, row: Mapping[str, Any]) -> Task:
+        known = {f.name for f in fields(cls)} - {"job"}
+        values = {k: v for k, v in row.items() if k in known}
+        values["state"] = TaskState(values["state"])
+        return cls(job=job, **values)
+
+    def output(self, stream: str = "stdout") -> bytes:
+        """What the task's latest run wrote to STREAM ('stdout' or 'stderr'), as `job cat`
+        reads it: b'' if it has not written (or not run) yet.  Refused if the job did not
+        keep that stream (``stdout="none"``)."""
+        if stream not in ("stdout", "stderr"):
+            raise UsageError(f"stream must be 'stdout' or 'stderr', not {stream!r}")
+        reply = self.job.client.request("cat", job=self.job.id, stream=stream, task=self.id)
+        if "dir" in reply:
+            from hpcqueue.streamlog import JobLogs
+
+            with JobLogs(reply["dir"]) as logs:
+                ended = logs.ended(lambda t: t == self.id, bounds=(self.id, self.id))
+                return logs.output(ended[-1], stream).data if ended else b""
+        data = b""
+        for _, path in reply["files"]:
+            try:
+                with open(path, "rb") as f:
+                    data += f.read()
+            except FileNotFoundError:  # a task that never wrote it
+                pass
+        return data
+
+    def stdout(self, encoding: str = "utf-8") -> str:
+        """The task's stdout as text (undecodable bytes become U+FFFD)."""
+        return self.output("stdout").decode(encoding, errors="replace")
+
+    def stderr(self, encoding: str = "utf-8") -> str:
+        """The task's stderr as text (undecodable bytes become U+FFFD)."""
+        return self.output("stderr").decode(encoding, errors="replace")
+
+
+# ------------------------------------------------------------------ jobs
+
+
+class Job:
+    """A job on the server, by id.  Methods ask the server each time: nothing is cached."""
+
+    def __init__(self, client: Client, job_id: int, existing: bool = False):
+        self.client = client
+        self.id = job_id
+        #: submit found an unfinished job with the same `unique` key and returned it
+        self.existing = existing
+
+    def __repr__(self) -> str:
+        return f"Job({self.id})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Job) and other.id == self.id \
+            and other.client.server_dir == self.client.server_dir
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def info(self) -> dict:
+        """Everything `job info --output json` shows: counts, spec, times, ..."""
+        reply = dict(self.client.request("job_info", job=self.id))
+        reply.pop("ok", None)
+        return reply
+
+    def summary(self) -> JobSummary:
+        """The job's counts now."""
+        return JobSummary.from_dict(self.info())
+
+    def wait(self, progress: bool = False) -> JobSummary:
+        """Block until the job has ended; its final counts.  PROGRESS: show the progress
+        view of `job progress` on stderr meanwhile."""
+        return self.client.wait([self.id], progress=progress)[0]
+
+    def progress(self, interval: float = 0.25) -> Iterator[JobSummary]:
+        """The job's counts as the server pushes them (every INTERVAL seconds) until it
+        ends; the last one yielded is its final summary (``.done`` is true).  Stopping the
+        iteration early closes the connection."""
+        for jobs in self.client.watch([self.id], interval=interval):
+            if jobs:
+                yield jobs[0]
+
+    def tasks(self, selector: str | int | Iterable[int] | None = None,
+              state: str | TaskState | Iterable[str | TaskState] | None = None,
+              limit: int | None = None) -> Iterator[Task]:
+        """The job's tasks in id order, fetched page by page as the iteration goes on:
+        those of SELECTOR (e.g. '1-100,200', an id, or ids), in a STATE (one or several),
+        LIMIT at most."""
+        fields_ = {"job": self.id, "filter": _states(state),
+                   "tasks": _task_selector(selector)}
+        from hpcqueue.listing import page_rows
+
+        left = limit
+        for page in self.client.pages("tasks", lambda p: p["rows"], limit, **fields_):
+            rows = page_rows(page)
+            if left is not None:
+                rows, left = rows[:left], left - len(rows[:left])
+            for row in rows:
+                yield Task.from_row(self, row)
+
+    def task(self, task_id: int) -> Task:
+        """One task, by its id."""
+        reply = self.client.request("task_info", job=self.id, task=task_id)
+        return Task.from_row(self, reply["task"])
+
+    def cancel(self) -> bool:
+        """Cancel the job's waiting and running tasks; False if it had ended."""
+        return bool(self.client.cancel(self.id))
+
+    def forget(self) -> None:
+        """Drop the ended job from the server (Refused while it is unfinished)."""
+        self.client.forget(self.id)
+
+
+def _states(state) -> list[str]:
+    if state is None:
+        return []
+    items = [state] if isinstance(state, str) else list(state)
+    names = [s.value for s in TaskState]
+    out = []
+    for s in items:
+        value = s.value if isinstance(s, TaskState) else s
+        if value not in names:
+            raise UsageError(f"state {s!r} is not a task state: use {', '.join(names)}")
+        out.append(value)
+    return out
+
+
+def _task_selector(selector) -> str | None:
+    from hpcqueue.selectors import format_ranges, parse_tasks
+
+    if selector is None:
+        return None
+    if isinstance(selector, int) and not isinstance(selector, bool):
+        text = str(selector)
+    elif isinstance(selector, str):
+        text = selector
+    elif isinstance(selector, range) and selector.step == 1 and len(selector):
+        text = f"{selector[0]}-{selector[-1]}"
+    else:
+        try:
+            text = ",".join(str(int(i)) for i in selector)
+        except (TypeError, ValueError):
+            raise UsageError(f"tasks must be task ids: text such as '1-100,200', an int or "
+                             f"ints, not {selector!r}") from None
+    return format_ranges(parse_tasks(text))
+
+
+def _job_selector(selector: JobSelector):
+    """What a request's `jobs` field takes: a job id, selector text, or a list of ids."""
+    from hpcqueue.selectors import parse_jobs
+
+    if isinstance(selector, Job):
+        return selector.id
+    if isinstance(selector, int) and not isinstance(selector, bool):
+        return selector
+    if isinstance(selector, str):
+        return str(parse_jobs(selector))
+    try:
+        ids = [s.id if isinstance(s, Job) else s for s in selector]
+    except TypeError:
+        ids = None
+    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise UsageError(f"jobs must be a job id, text such as '1-3,7', 'last' or 'all', or "
+                         f"job ids, not {selector!r}")
+    return ids
+
+
+# ------------------------------------------------------------------ the client
+
+
+class Client:
+    """A client of the server of SERVER_DIR (default: $HPCQUEUE_SERVER_DIR, else
+    ~/.hpcqueue-server, as the command line).  TIMEOUT: seconds a request may take (waits
+    have none).  Use it as a context manager, or call :meth:`close`."""
+
+    def __init__(self, server_dir: str | os.PathLike | None = None, *,
+                 timeout: float | None = 60.0):
+        from hpcqueue.access import server_dir as resolve
+
+        self.server_dir: Path = resolve(server_dir)
+        self.timeout = timeout
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Client({str(self.server_dir)!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the client's connection (a later request opens a new one)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -------------------------------------------------------------- the wire
+
+    def connect(self, timeout: float | None = None):
+        """A new connection to the server (a :class:`~hpcqueue.protocol.BlockingConnection`),
+        or ServerUnreachable."""
+        from hpcqueue.access import connect
+
+        return connect(self.server_dir, timeout=timeout)
+
+    def _lost(self, e: Exception) -> ServerUnreachable:
+        if isinstance(e, TimeoutError):
+            return ServerUnreachable(f"the server in {self.server_dir} did not answer within "
+                                     f"{self.timeout:g}s: is it overloaded or stopped?")
+        return ServerUnreachable(f"lost the connection to the server in {self.server_dir} "
+                                 f"({e}): is it still running? `hpcqueue server info` says")
+
+    def request(self, op: str, **fields) -> dict:
+        """Send one request and return the server's reply, or raise the error it stands for.
+        The building block of the other methods (ops: see hpcqueue/server/handlers.py)."""
+        with self._lock:
+            reused = self._conn is not None
+            for attempt in (1, 2):
+                if self._conn is None:
+                    self._conn = self.connect(self.timeout)
+                try:
+                    self._conn.send({"op": op, **fields})
+                    reply = self._conn.recv()
+                    break
+                except (OSError, ConnectionLost) as e:
+                    self._conn.close()
+                    self._conn = None
+                    # a kept connection may be stale (the server restarted since): a request
+                    # that changes nothing is asked again on a new one
+                    if not (attempt == 1 and reused and op in READ_ONLY
+                            and not isinstance(e, TimeoutError)):
+                        raise self._lost(e) from None
+        return check_reply(reply)
+
+    def pages(self, op: str, count: Callable[[dict], int], limit: int | None = None,
+              **fields) -> Iterator[dict]:
+        """The pages of a paged listing (`jobs`, `tasks`), one request each on a connection
+        of their own.  The request for the next page goes out as soon as a page has come, so
+        the server builds it while this one is used; COUNT(page) says how many rows a page
+        holds, and pages stop after LIMIT rows.  The job a `last` named holds for the later
+        pages."""
+        size = int(os.environ.get(ENV_PAGE_ROWS) or 0) or None
+        conn = self.connect(self.timeout)
+        try:
+            left = limit
+            conn.send({"op": op, **fields, "limit": _least(left, size)})
+            while True:
+                page = check_reply(conn.recv())
+                if left is not None:
+                    left -= count(page)
+                more = page.get("next") is not None and (left is None or left > 0)
+                if more:
+                    if "job" in fields:
+                        fields["job"] = page["job"]
+                    conn.send({"op": op, **fields, "after": page["next"],
+                               "limit": _least(left, size)})
+                yield page
+                if not more:
+                    return
+        except (OSError, ConnectionLost) as e:
+            raise self._lost(e) from None
+        finally:
+            conn.close()
+
+    def watch(self, jobs: JobSelector, interval: float | None = 0.25,
+              unfinished: bool = False) -> Iterator[list[JobSummary]]:
+        """The summaries of JOBS as the server pushes them, every INTERVAL seconds (None:
+        only at the end), until they have all ended: the last list yielded is the final one.
+        UNFINISHED: `all` means the jobs unfinished now, not every job held."""
+        conn = self.connect(None)
+        try:
+            conn.send({"op": "wait", "jobs": _job_selector(jobs),
+                       "progress": interval is not None, "interval": interval,
+                       "unfinished": unfinished})
+            while True:
+                msg = conn.recv()
+                if isinstance(msg, dict) and "progress" in msg:
+                    yield [JobSummary.from_dict(j) for j in msg["progress"]]
+                    continue
+                yield [JobSummary.from_dict(j) for j in check_reply(msg)["jobs"]]
+                return
+        except (OSError, ConnectionLost) as e:
+            raise self._lost(e) from None
+        finally:
+            conn.close()
+
+    # -------------------------------------------------------------- jobs
+
+    def submit(self, command: str | Sequence[str] | None = None, *,
+               array: str | int | range | Iterable[int] | None = None,
+               each_line: str | os.PathLike | Iterable[str] | None = None,
+               from_json: str | os.PathLike | Sequence[Any] | None = None,
+               name: str | None = None, cpus: int = 1,
+               resources: Mapping[str, int] | None = None,
+               priority: int | str = "normal", unique: str | None = None,
+               max_retries: int = 0, retry_delay=None, retry_timeout=None,
+               crash_limit: int = 5, time_limit=None, time_request=None,
+               stdout: str | os.PathLike | None = None,
+               stderr: str | os.PathLike | None = None,
+               stream: str | os.PathLike | None = None,
+               cwd: str | os.PathLike | None = None,
+               env: Mapping[str, str] | None = None) -> Job:
+        """Submit a job, as `hpcqueue submit` does; its tasks are:
+
+        - one task, by default;
+        - ARRAY: one per task id ('1-1000', '0-99:2', '1,5,10-20', a range or ints;
+          $HPCQUEUE_TASK_ID);
+        - EACH_LINE: one per non-blank line of a file (a path; '-' reads stdin) or of a list
+          of strings ($HPCQUEUE_ENTRY); with no COMMAND each line is a shell command;
+        - FROM_JSON: one per element of a JSON array in a file, or of a list of values
+          ($HPCQUEUE_ENTRY is the element as JSON).
+
+        COMMAND is an argv (a list) or a shell command line (a str, run by ``sh -c``).
+        Durations (TIME_LIMIT, TIME_REQUEST, RETRY_TIMEOUT) are seconds, a timedelta or
+        text such as '1h30m'; RETRY_DELAY is a duration, a (MIN, MAX) pair or 'MIN:MAX'.
+        The other arguments are the options of `hpcqueue submit`.  Relative paths start at
+        the current directory.  Bad arguments raise UsageError; the server's refusal
+        Refused."""
+        from hpcqueue.jobspec import make_spec, python_options, read_json, read_lines
+
+        if isinstance(command, str):
+            if name is None and command.split():
+                name = os.path.basename(command.split()[0])
+            command = ["sh", "-c", command]
+        opts = python_options(
+            name=name, array=array, cpus=cpus, resources=resources, priority=priority,
+            unique=unique, max_retries=max_retries, retry_delay=retry_delay,
+            retry_timeout=retry_timeout, crash_limit=crash_limit, time_limit=time_limit,
+            time_request=time_request, stdout=stdout, stderr=stderr, stream=stream, cwd=cwd,
+            env=env)
+        lines = items = None
+        source = ""
+        if each_line is not None:
+            if isinstance(each_line, (str, os.PathLike)):
+                source = repr(os.fspath(each_line))
+                lines = read_lines(os.fspath(each_line))
+            else:
+                lines = _strings(each_line, "each_line")
+                source = "each_line"
+        if from_json is not None:
+            if isinstance(from_json, (str, os.PathLike)):
+                source = repr(os.fspath(from_json))
+                items = read_json(os.fspath(from_json))
+            else:
+                items = _json_items(from_json)
+                source = "from_json"
+        spec = make_spec(opts, list(command or ()), lines=lines, items=items, source=source,
+                         submit_dir=os.getcwd())
+        return self._submit_spec(spec)
+
+    def _submit_spec(self, spec: dict) -> Job:
+        """Submit a job spec as :mod:`hpcqueue.jobspec` makes it (the seam for other kinds
+        of task built on top of :meth:`submit`)."""
+        reply = self.request("submit", spec=spec)
+        return Job(self, reply["job"], existing=bool(reply.get("existing")))
+
+    def job(self, ref: JobRef) -> Job:
+        """The job REF names (its id, or 'last'); NotFound if the server has no such job."""
+        reply = self.request("job_info", job=ref.id if isinstance(ref, Job) else ref)
+        return Job(self, reply["id"])
+
+    def jobs(self, selector: JobSelector = "all",
+             state: str | JobState | Iterable[str | JobState] | None = None
+             ) -> list[JobSummary]:
+        """The jobs of SELECTOR (default all), in a STATE (one or several), in id order."""
+        names = [s.value for s in JobState]
+        wanted = [] if state is None else [state] if isinstance(state, str) else list(state)
+        wanted = [s.value if isinstance(s, JobState) else s for s in wanted]
+        bad = [s for s in wanted if s not in names]
+        if bad:
+            raise UsageError(f"state {bad[0]!r} is not a job state: use {', '.join(names)}")
+        out = []
+        for page in self.pages("jobs", lambda p: len(p["jobs"]), None,
+                               jobs=_job_selector(selector), filter=wanted):
+            out += [JobSummary.from_dict(j) for j in page["jobs"]]
+        return out
+
+    def wait(self, jobs: JobSelector, progress: bool = False,
+             unfinished: bool = False) -> list[JobSummary]:
+        """Block until JOBS have ended; their final summaries.  PROGRESS: show the progress
+        view of `job progress` on stderr meanwhile."""
+        bar = None
+        if progress:
+            from hpcqueue.cli.waiting import ProgressBar
+
+            bar = ProgressBar().__enter__()
+        final: list[JobSummary] = []
+        try:
+            for final in self.watch(jobs, 0.25 if progress else None, unfinished):
+                if bar is not None:
+                    bar.update([_row(j) for j in final])
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+        if not final and not isinstance(jobs, str):
+            raise NotFound(f"no job {_job_selector(jobs)} left to wait for: it was forgotten")
+        return final
+
+    def cancel(self, jobs: JobSelector) -> list[int]:
+        """Cancel the waiting and running tasks of JOBS (an id, '1-3,7', 'last', 'all', or
+        ids); the ids of the jobs canceled (those that had not ended)."""
+        return self.request("cancel", jobs=_job_selector(jobs))["canceled"]
+
+    def forget(self, jobs: JobSelector) -> list[int]:
+        """Drop ended JOBS from the server and its journal; the ids forgotten.  An
+        unfinished job is Refused (with 'all': the ended jobs)."""
+        return self.request("forget", jobs=_job_selector(jobs))["forgotten"]
+
+    # -------------------------------------------------------------- the rest
+
+    def workers(self, all: bool = False) -> list[dict]:
+        """The connected workers (ALL: the stopped and lost ones too), as `worker list
+        --output json` shows them."""
+        return self.request("workers", all=all)["workers"]
+
+    def queues(self) -> list[dict]:
+        """The allocation queues, as `alloc list --output json` shows them."""
+        return self.request("alloc_list")["queues"]
+
+    def server_info(self) -> dict:
+        """The server's address, version, uptime, jobs and workers."""
+        reply = dict(self.request("server_info"))
+        reply.pop("ok", None)
+        return reply
+
+
+def _row(summary: JobSummary) -> dict:
+    row = {f.name: getattr(summary, f.name) for f in fields(summary)}
+    row["state"] = summary.state.value
+    return row
+
+
+def _strings(values, what: str) -> list[str]:
+    try:
+        out = list(values)
+    except TypeError:
+        out = None
+    if out is None or not all(isinstance(v, str) for v in out):
+        raise UsageError(f"{what} must be a path or a list of strings, not {values!r}")
+    return [line for v in out for line in v.splitlines() if line.strip()]
+
+
+def _json_items(values) -> list[str]:
+    if isinstance(values, (bytes, Mapping)) or not isinstance(values, Iterable):
+        raise UsageError(f"from_json must be a path or a list of values, not {values!r}")
+    try:
+        return [json.dumps(v) for v in values]
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"from_json: an element is not JSON: {e}") from None
+
+
+def _least(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)

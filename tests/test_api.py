@@ -1,0 +1,130 @@
+"""The Python API (hpcqueue.Client, hpcqueue.LocalCluster), used as a script would: no
+command line, a real server and real workers in this process."""
+
+import time
+
+import pytest
+
+import hpcqueue
+
+
+@pytest.fixture(scope="module")
+def local():
+    with hpcqueue.LocalCluster(workers=2, cpus=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def client(local):
+    with local.client() as c:
+        yield c
+
+
+def test_import_is_cheap_and_lists_the_api():
+    import subprocess
+    import sys
+
+    code = ("import sys, hpcqueue; print(sorted(m for m in sys.modules "
+            "if m.startswith('hpcqueue'))); print(dir(hpcqueue))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == "['hpcqueue']"
+    for name in ("Client", "LocalCluster", "Job", "Task", "NotFound", "ServerUnreachable"):
+        assert f"'{name}'" in out[1]
+
+
+def test_an_array_of_1000_tasks_some_failing(client, tmp_path):
+    job = client.submit("echo out-$HPCQUEUE_TASK_ID; test $((HPCQUEUE_TASK_ID % 7)) -ne 0",
+                        array="1-1000", cwd=tmp_path)
+    summary = job.wait()
+    assert (summary.id, summary.tasks, summary.finished, summary.failed) == \
+        (job.id, 1000, 858, 142)
+    assert summary.done and not summary.ok and summary.state == "failed"
+
+    codes = {t.id: t.exit_code for t in job.tasks()}
+    assert len(codes) == 1000
+    assert codes == {i: int(i % 7 == 0) for i in range(1, 1001)}
+
+    failed = [t.id for t in job.tasks(state="failed")]
+    assert failed == list(range(7, 1001, 7))
+    assert [t.id for t in job.tasks("1-20", state=hpcqueue.TaskState.FAILED)] == [7, 14]
+    assert [t.id for t in job.tasks(range(100, 200), state="finished", limit=3)] == \
+        [100, 101, 102]
+
+    task = job.task(42)
+    assert (task.state, task.exit_code) == ("failed", 1)
+    assert task.stdout() == "out-42\n" and task.stderr() == ""
+    assert (tmp_path / f"job-{job.id}" / "42.stdout").read_text() == "out-42\n"
+
+
+def test_progress_is_pushed_until_the_job_ends(client, tmp_path):
+    job = client.submit(["sleep", "0.1"], array="1-20", cwd=tmp_path)
+    t0 = time.monotonic()
+    updates = list(job.progress(interval=0.05))
+    assert time.monotonic() - t0 > 0.5  # 20 tasks of 0.1s on 4 cpus: pushed as they ran
+    assert updates[-1].done and updates[-1].finished == 20
+    ended = [u.finished + u.failed + u.canceled for u in updates]
+    assert ended == sorted(ended)  # counts only grow
+    assert len(updates) >= 3 and not updates[0].done and 0 < len(set(ended))
+    assert any(0 < e < 20 for e in ended), ended  # seen on the way, not only at the ends
+
+
+def test_lines_json_and_streamed_output(client, tmp_path):
+    job = client.submit(each_line=["echo a", "# a comment", "", "echo b >&2; exit 3"],
+                        stream=tmp_path / "logs")
+    assert job.wait().tasks == 2
+    first, second = job.tasks()
+    assert (first.entry, first.exit_code, first.stdout()) == ("echo a", 0, "a\n")
+    assert (second.exit_code, second.stdout(), second.stderr()) == (3, "", "b\n")
+
+    job = client.submit(["sh", "-c", 'echo "$HPCQUEUE_ENTRY"'], from_json=[{"x": 1}, [2]],
+                        cwd=tmp_path, env={"UNUSED": "1"})
+    job.wait()
+    assert [t.stdout() for t in job.tasks()] == ['{"x": 1}\n', "[2]\n"]
+
+
+def test_cancel_and_forget(client, tmp_path):
+    job = client.submit(["sleep", "60"], array="1-8", cwd=tmp_path, name="long")
+    for update in job.progress(interval=0.05):
+        if update.running:
+            break
+    with pytest.raises(hpcqueue.Refused, match=f"job {job.id} is running.*cancel it"):
+        job.forget()
+    assert job.cancel() is True
+    summary = job.wait()
+    assert summary.state == "canceled" and summary.canceled >= 1 and summary.finished == 0
+    assert job.cancel() is False  # it has ended
+    assert job.id in [s.id for s in client.jobs(state="canceled")]
+    assert client.forget(job) == [job.id]
+    with pytest.raises(hpcqueue.NotFound, match=f"no job {job.id}"):
+        job.info()
+
+
+def test_typed_errors(client, local, tmp_path):
+    with pytest.raises(hpcqueue.NotFound, match="no job 999999"):
+        client.job(999999)
+    with pytest.raises(hpcqueue.NotFound, match="has no task 5"):
+        client.submit("true", cwd=tmp_path).task(5)
+    with pytest.raises(hpcqueue.UsageError, match="invalid task id range|array"):
+        client.submit("true", array="1-x")
+    with pytest.raises(hpcqueue.UsageError, match="cpus must be a whole number"):
+        client.submit("true", cpus=0)
+    with pytest.raises(hpcqueue.UsageError, match="each_line and from_json|cannot be combined"):
+        client.submit("true", each_line=["a"], from_json=[1])
+    assert client.workers() and [w["state"] for w in client.workers()] == ["running"] * 2
+    assert client.queues() == []
+
+    with pytest.raises(hpcqueue.ServerUnreachable, match="no server in"):
+        hpcqueue.Client(tmp_path / "nothing-here").jobs()
+
+
+def test_a_closed_cluster_is_unreachable(tmp_path):
+    with hpcqueue.LocalCluster(workers=1, cpus=1) as cluster:
+        client = cluster.client()
+        job = client.submit("echo hi", cwd=tmp_path)
+        assert job.wait().ok
+        server_dir = cluster.server_dir
+        assert server_dir.is_dir()
+    assert not server_dir.exists()
+    with pytest.raises(hpcqueue.ServerUnreachable):
+        hpcqueue.Client(server_dir).job(job.id)
