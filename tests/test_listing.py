@@ -208,3 +208,21 @@ def test_listing_times_are_the_iso_stamps_of_timefmt():
     times += [1_800_000_000.9999996, 1_800_000_000.0000004, 1.5, 86399.9999999]
     assert _stamps(times) == [json.dumps(iso(t)) for t in times]
     assert _stamps([0.0]) == ["null"]
+
+
+def test_a_worker_that_reports_on_a_forgotten_job_is_not_dropped(cluster):
+    """A canceled job can be forgotten before its tasks have died on the worker; their late
+    results name a job the server no longer holds, which is no fault of the worker's."""
+    cluster.start_server()
+    cluster.start_worker("--cpus", "2")
+    cluster.hq("submit", "--array", "1-2", "--stdout", "none", "--stderr", "none", "--",
+               "sh", "-c", "trap 'sleep 1; exit 3' TERM; sleep 30 & wait")
+    wait_for(lambda: json.loads(cluster.hq("job", "info", "1", "--output", "json").stdout)[
+        "running"] == 2, what="both tasks running")
+    cluster.hq("job", "cancel", "1")
+    assert "forgot job(s) 1" in cluster.hq("job", "forget", "1").stdout
+    time.sleep(2.5)  # the tasks die 1 s after their SIGTERM, and the worker reports them
+    assert [w["state"] for w in cluster.workers()] == ["running"]
+    cluster.hq("submit", "--", "true")
+    assert "1 finished" in cluster.hq("job", "wait", "2", timeout=30).stdout
+    assert "malformed" not in cluster.log("server.log")

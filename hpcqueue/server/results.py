@@ -57,12 +57,15 @@ def _check_payload(text: str, what: str, most: int) -> None:
         raise RequestError(f"{what} must be base64 text: {e}") from None
 
 
-def check_outputs(jobs: dict, rows, limit: int, server_dir: str | None) -> list:
+def check_outputs(jobs: dict, rows, limit: int, server_dir: str | None,
+                  forgotten=lambda job_id: False) -> list:
     """The results of a worker's ``done`` message (``o``: [[job, index, instance, result],
     ...], result bytes or a file's path), checked; an inline result over LIMIT is written to
-    a file under SERVER_DIR and replaced by its path."""
+    a file under SERVER_DIR and replaced by its path.  Rows of jobs for which FORGOTTEN(id)
+    is true are dropped."""
     if type(rows) is not list:
         raise ProtocolError("results ('o') must be a list")
+    rows = [row for row in rows if not (type(row) is list and row and forgotten(row[0]))]
     for row in rows:
         if type(row) is not list or len(row) != 4:
             raise ProtocolError("a result ('o') must have 4 fields")

@@ -51,12 +51,24 @@ def _check_info(info) -> dict:
     return out
 
 
+def forgotten(core: Core, job_id) -> bool:
+    """Whether JOB_ID is a job the server had and forgot (`job forget`): a worker may still
+    report on it (the tasks of a canceled job end after it is forgotten), and that is no
+    fault of the worker's.  Job ids are never reused."""
+    return type(job_id) is int and 0 < job_id < core.state.next_job_id \
+        and job_id not in core.state.jobs
+
+
 def _check_results(core: Core, rows) -> list:
     """Result rows [job, index, instance, exit, t0, t1, msg], checked; an exit code
-    beyond the exit column is clamped to it (it keeps its sign, so a failure stays one)."""
+    beyond the exit column is clamped to it (it keeps its sign, so a failure stays one).
+    Rows of forgotten jobs are dropped."""
     jobs = core.state.jobs
     if type(rows) is not list:
         raise ProtocolError("results must be a list")
+    if any(type(row) is list and row and forgotten(core, row[0]) for row in rows):
+        rows = [row for row in rows if not (type(row) is list and row
+                                             and forgotten(core, row[0]))]
     for row in rows:
         if type(row) is not list or len(row) != 7:
             raise ProtocolError("a result must have 7 fields")
@@ -82,6 +94,8 @@ def _check_tasks(core: Core, tasks) -> list:
         job_id = tasks[k]
         job = jobs.get(job_id) if type(job_id) is int else None
         idxs = tasks[k + 1]
+        if job is None and forgotten(core, job_id) and type(idxs) is list:
+            continue  # (the state skips a job it does not hold)
         if job is None or type(idxs) is not list or not all(
                 type(i) is int and 0 <= i < job.n for i in idxs):
             raise ProtocolError("a task list names an unknown job or task")
@@ -118,7 +132,7 @@ async def worker_session(core: Core, peer: Peer, hello: dict, heartbeat: float) 
             out = msg.get("o")
             if out is not None:  # results of function tasks (hpcqueue.calls)
                 event["o"] = check_outputs(core.state.jobs, out, core.result_limit,
-                                           core.server_dir)
+                                           core.server_dir, lambda j: forgotten(core, j))
             core.record(event)
         elif op == "back":
             core.record({"e": "back", "w": wid, "tasks": _check_tasks(core, msg.get("tasks")),
