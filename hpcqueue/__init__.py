@@ -32,6 +32,7 @@ _API = {
     "Unavailable": "hpcqueue.exceptions",
     "ServerUnreachable": "hpcqueue.exceptions",
     "NoServerError": "hpcqueue.exceptions",
+    "RemoteError": "hpcqueue.exceptions",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -32,6 +32,7 @@ from hpcqueue.model import JobState, TaskState
 ENV_PAGE_ROWS = "HPCQUEUE_PAGE_ROWS"  # rows a listing page may hold (tests page small ones)
 #: requests that change nothing: asked again on a new connection if a kept one was stale
 READ_ONLY = frozenset({"jobs", "job_info", "tasks", "task_info", "task_explain", "cat",
+                       "task_results",
                        "failed", "workers", "worker_info", "alloc_list", "alloc_info",
                        "server_info"})
 
@@ -139,6 +140,15 @@ class Task:
                 pass
         return data
 
+    def result(self) -> Any:
+        """The value the task's call returned (a job of Python calls), or what it raised."""
+        from hpcqueue.functions import decode_result
+
+        rows = list(self.job.result_rows(self.id))
+        if not rows:
+            raise NotFound(f"job {self.job.id} has no task {self.id}")
+        return decode_result(rows[0])
+
     def stdout(self, encoding: str = "utf-8") -> str:
         """The task's stdout as text (undecodable bytes become U+FFFD)."""
         return self.output("stdout").decode(encoding, errors="replace")
@@ -210,6 +220,35 @@ class Job:
                 rows, left = rows[:left], left - len(rows[:left])
             for row in rows:
                 yield Task.from_row(self, row)
+
+    def result_rows(self, selector: str | int | Iterable[int] | None = None
+                    ) -> Iterator[dict]:
+        """The raw result rows of a job of Python calls (``map``, ``submit_function``), in
+        task order, page by page: ``{id, state, exit_code, error, result | path}``; give
+        each to :func:`hpcqueue.functions.decode_result`.  Refused for a job of commands."""
+        tasks = _task_selector(selector)
+        for page in self.client.pages("task_results", lambda p: len(p["results"]), None,
+                                      job=self.id, tasks=tasks):
+            for row in page["results"]:
+                row["job"] = page["job"]
+                yield row
+
+    def results(self, selector: str | int | Iterable[int] | None = None) -> list:
+        """The values the calls of this job returned, in task order (wait for the job
+        first).  A call that raised raises here: its exception, with the remote traceback
+        as ``remote_traceback`` and a :class:`~hpcqueue.exceptions.RemoteError` as its
+        cause."""
+        from hpcqueue.functions import decode_result
+
+        return [decode_result(row) for row in self.result_rows(selector)]
+
+    def result(self) -> Any:
+        """The value of a job of one call (``submit_function``), waiting for it to end."""
+        self.wait()
+        values = self.results()
+        if len(values) != 1:
+            raise UsageError(f"job {self.id} has {len(values)} calls: use results()")
+        return values[0]
 
     def task(self, task_id: int) -> Task:
         """One task, by its id."""
@@ -471,6 +510,32 @@ class Client:
         of task built on top of :meth:`submit`)."""
         reply = self.request("submit", spec=spec)
         return Job(self, reply["job"], existing=bool(reply.get("existing")))
+
+    def map(self, fn: Callable, iterable: Iterable, **options) -> list:
+        """``[fn(item) for item in iterable]``, each call a task run by a worker in its own
+        Python (the function and items travel with cloudpickle); waits, and raises what the
+        first failed call raised.  OPTIONS are `submit`'s (``cpus``, ``time_limit``,
+        ``max_retries``, ``stdout``, ...; see :data:`hpcqueue.functions.OPTIONS`)."""
+        job = self.submit_map(fn, iterable, **options)
+        if job is None:
+            return []
+        job.wait()
+        return job.results()
+
+    def submit_map(self, fn: Callable, iterable: Iterable, **options) -> Job | None:
+        """As :meth:`map`, without waiting: the job (None for an empty ITERABLE)."""
+        from hpcqueue.functions import function_spec
+
+        items = list(iterable)
+        return self._submit_spec(function_spec(fn, items, **options)) if items else None
+
+    def submit_function(self, fn: Callable, *args, **kwargs) -> Job:
+        """A job of one task that calls ``fn(*args, **kwargs)`` on a worker;
+        ``job.result()`` waits for its value.  (Options: :meth:`submit_map` with one item,
+        or :func:`hpcqueue.functions.calls_spec`.)"""
+        from hpcqueue.functions import call_spec
+
+        return self._submit_spec(call_spec(fn, *args, **kwargs))
 
     def job(self, ref: JobRef) -> Job:
         """The job REF names (its id, or 'last'); NotFound if the server has no such job."""

@@ -6,8 +6,8 @@
   `hpcqueue submit`, as keywords.
 - :func:`decode_result` turns a row of a ``task_results`` reply into the call's value, or
   raises what the call raised (see :class:`~hpcqueue.exceptions.RemoteError`).
-- :func:`submit`, :func:`wait`, :func:`results` and :func:`map` do the round trip with the
-  server of a server dir.
+- :meth:`hpcqueue.Client.map`, :meth:`~hpcqueue.Client.submit_function` and
+  :meth:`hpcqueue.client.Job.results` do the round trips with a server.
 
 The wire form is in :mod:`hpcqueue.calls`.  A call runs on a worker in the worker's Python,
 so the modules it uses must be importable there (cloudpickle carries the function itself,
@@ -17,7 +17,7 @@ and whatever it defines in ``__main__``, by value).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from hpcqueue import calls
 from hpcqueue.exceptions import HpcqueueError, RemoteError, UsageError
@@ -176,63 +176,3 @@ def decode_result(row: dict) -> Any:
     except AttributeError:  # (an exception class with __slots__)
         pass
     raise exc from error
-
-
-# ------------------------------------------------------------------ round trips
-
-
-def _request(server_dir, message: dict, timeout: float | None = 60.0) -> dict:
-    from hpcqueue.access import connect, server_dir as resolve
-    from hpcqueue.cli.common import check_reply
-
-    conn = connect(resolve(server_dir), timeout=timeout)
-    try:
-        conn.send(message)
-        return check_reply(conn.recv())
-    finally:
-        conn.close()
-
-
-def submit(spec: dict, server_dir=None) -> int:
-    """Submit SPEC to the server of SERVER_DIR (default: $HPCQUEUE_SERVER_DIR, ...); the
-    job's id."""
-    return _request(server_dir, {"op": "submit", "spec": spec})["job"]
-
-
-def wait(job: int, server_dir=None, timeout: float | None = None) -> dict:
-    """Wait until JOB has ended (at most TIMEOUT seconds); its summary."""
-    reply = _request(server_dir, {"op": "wait", "jobs": [job]}, timeout=timeout)
-    return reply["jobs"][0] if reply.get("jobs") else {}
-
-
-def results(job: int, server_dir=None, tasks: str | None = None) -> Iterator[dict]:
-    """The result rows of JOB's tasks (those of the id selector TASKS, default all), in
-    order, page by page on one connection; give each to :func:`decode_result`."""
-    from hpcqueue.access import connect, server_dir as resolve
-    from hpcqueue.cli.common import check_reply
-
-    conn = connect(resolve(server_dir), timeout=60)
-    try:
-        after = 0
-        while True:
-            conn.send({"op": "task_results", "job": job, "tasks": tasks, "after": after})
-            page = check_reply(conn.recv())
-            for row in page["results"]:
-                row["job"] = page["job"]
-                yield row
-            if page.get("next") is None:
-                return
-            after = page["next"]
-    finally:
-        conn.close()
-
-
-def map(fn: Callable, iterable: Iterable, server_dir=None, **options) -> list:
-    """``[fn(item) for item in iterable]``, each call a task on the workers of the server of
-    SERVER_DIR; raises what the first failed call raised.  OPTIONS as :func:`function_spec`."""
-    items = list(iterable)
-    if not items:
-        return []
-    job = submit(function_spec(fn, items, **options), server_dir)
-    wait(job, server_dir)
-    return [decode_result(row) for row in results(job, server_dir)]

@@ -128,3 +128,37 @@ def test_a_closed_cluster_is_unreachable(tmp_path):
     assert not server_dir.exists()
     with pytest.raises(hpcqueue.ServerUnreachable):
         hpcqueue.Client(server_dir).job(job.id)
+
+
+def test_a_map_of_a_python_function_over_1000_items_and_a_remote_exception(client, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)  # (where the calls' output files go)
+    offset = 7  # closures travel by value: the workers need not import this module
+
+    def shifted_square(x):
+        return x * x + offset
+
+    def checked(x):
+        if x < 0:
+            raise ValueError(f"negative input {x}")
+        return {"x": x}
+
+    t0 = time.monotonic()
+    values = client.map(shifted_square, range(1000), stdout="none", stderr="none")
+    print(f"\nmap of 1,000 calls on a LocalCluster (2 workers x 2 cpus): "
+          f"{time.monotonic() - t0:.1f}s")
+    assert values == [x * x + 7 for x in range(1000)]
+
+    job = client.submit_function(checked, 3)
+    assert job.result() == {"x": 3}
+    job = client.submit_map(checked, [1, -2, 5])
+    summary = job.wait()
+    assert (summary.finished, summary.failed) == (2, 1)
+    assert [t.exit_code for t in job.tasks()] == [0, 1, 0]
+    assert job.task(0).result() == {"x": 1}
+    with pytest.raises(ValueError, match="negative input -2") as info:
+        job.task(1).result()
+    assert "in checked" in info.value.remote_traceback  # the traceback from the worker
+    assert isinstance(info.value.__cause__, hpcqueue.RemoteError)
+    with pytest.raises(ValueError):
+        job.results()  # the first failed call raises

@@ -4,14 +4,13 @@ server, big results in files, remote exceptions; with a real server and workers.
 import os
 import subprocess
 import sys
-import time
 
 import cloudpickle
 import msgpack
 import pytest
 from conftest import wait_for
 
-from hpcqueue import calls, functions
+from hpcqueue import Client, calls, functions
 from hpcqueue.access import connect
 from hpcqueue.exceptions import HpcqueueError, RemoteError, UsageError
 from hpcqueue.state import ServerState
@@ -55,9 +54,10 @@ def request(cluster, **message):
 
 
 def run_call(cluster, spec):
-    job = functions.submit(spec, cluster.server_dir)
-    functions.wait(job, cluster.server_dir, timeout=120)
-    return job, list(functions.results(job, cluster.server_dir))
+    with Client(cluster.server_dir) as client:
+        job = client._submit_spec(spec)
+        job.wait()
+        return job.id, list(job.result_rows())
 
 
 # ------------------------------------------------------------------ pure parts
@@ -158,17 +158,18 @@ def test_an_inline_result_over_the_servers_limit_is_written_under_the_server_dir
 # ------------------------------------------------------------------ a real cluster
 
 
-def test_map_of_1000_calls_returns_the_values_in_order(cluster, tmp_path, monkeypatch):
+def test_map_returns_the_values_in_order(cluster, tmp_path, monkeypatch):
+    """(tests/test_api.py maps over 1,000 items on a LocalCluster.)"""
     monkeypatch.chdir(tmp_path)
     cluster.start_server()
     cluster.start_worker("--cpus", "2")
     wait_for(lambda: len(cluster.workers()) == 1, what="a worker")
-    t0 = time.monotonic()
-    values = functions.map(square, range(1000), cluster.server_dir, stdout="none",
-                           stderr="none")
-    took = time.monotonic() - t0
-    print(f"\nmap of 1000 calls on 1 worker (2 cpus): {took:.1f}s")
-    assert values == [x * x for x in range(1000)]
+    with Client(cluster.server_dir) as client:
+        assert client.map(square, range(40), stdout="none", stderr="none") == \
+            [x * x for x in range(40)]
+        assert client.map(square, []) == []
+        job = client.submit_function(square, 12)
+        assert job.result() == 144 and job.task(0).result() == 144
 
 
 def test_a_call_that_raises_comes_back_with_its_remote_traceback(cluster, tmp_path,
@@ -229,7 +230,8 @@ def test_a_restarted_server_keeps_the_results(cluster, tmp_path, monkeypatch):
         cluster.hq("server", "stop")
         cluster.server.wait(timeout=20)
         cluster.start_server("--journal", journal)
-        rows = list(functions.results(job, cluster.server_dir))
+        with Client(cluster.server_dir) as client:
+            rows = list(client.job(job).result_rows())
         assert [functions.decode_result(r) for r in rows] == [b"xxx", b"x" * 500]
         assert "path" in rows[1]
 
