@@ -27,7 +27,7 @@ def cli():
 
 
 def _register() -> None:
-    from hpcqueue.cli import alloc, config, jobs, journal, run, server, submit, worker
+    from hpcqueue.cli import alloc, config, dashboard, jobs, journal, run, server, submit, worker
 
     cli.add_command(server.server)
     cli.add_command(worker.worker)
@@ -38,6 +38,7 @@ def _register() -> None:
     cli.add_command(run.run)
     cli.add_command(alloc.alloc)
     cli.add_command(config.config_group)
+    cli.add_command(dashboard.dashboard)
 
 
 _register()
