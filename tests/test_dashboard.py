@@ -63,10 +63,13 @@ def test_board_queue_rows_show_allocations_and_the_latest_decision():
                     {"id": "3.1", "state": "failed"}],
          "decision": {"t": 0, "submit": 0, "reason": "the backlog is covered", "unfit": 0}}
     b.apply({"queues": [q]})
-    row = b.queue_row(3)
-    assert row[1:3] == ("gpu", "paused: paused by `alloc pause`")
-    assert row[3] == "1 queued, 1 running of 5: 3.5 running, 3.4 queued"
-    assert row[5] == "the backlog is covered"
+    assert b.queue_row(3) == ("3", "gpu", "paused",
+                              "1 queued, 1 running of 5: 3.5 running, 3.4 queued", "2")
+    assert b.decision(3).startswith("queue gpu: paused (paused by `alloc pause`); ")
+    assert b.decision(3).endswith(" the backlog is covered")
+    q["decision"] = {"t": 0, "submit": 2, "reason": "r", "unfit": ["job 1 asks 64 cpus"]}
+    b.apply({"queues": [q]})
+    assert b.decision(3).endswith(" submit 2: r; job 1 asks 64 cpus")
     b.apply({"queues": []})
     assert b.queues == {}
 
@@ -288,4 +291,31 @@ def test_dashboard_with_a_million_tasks(cluster):
         print(f"\nwatch request: {watch_s:.3f}s; dashboard shown (including its start-up "
               f"and tmux polling): {shown_s:.2f}s")
     finally:
+        term.close()
+
+
+def test_dashboard_pauses_and_resumes_a_queue(cluster):
+    """An allocation queue whose workers are too small for the job waiting (so it submits
+    nothing): its row shows the latest decision, and the keys pause and resume it."""
+    term = Terminal()
+    try:
+        cluster.start_server()
+        cluster.hq("alloc", "add", "local", "--name", "small", "--time-limit", "10m",
+                   "--cpus", "2", "--no-dry-run")
+        cluster.hq("submit", "--cpus", "64", "--stdout", "none", "--", "true")
+        term.type(_dashboard_cmd(cluster), "Enter")
+        # the latest decision, as `alloc explain` gives it, wrapped under the queues
+        term.wait_for("queue small: active", "no waiting tasks fit this", "cannot run here",
+                      what="the queue's latest decision")
+        term.type("p")
+        term.wait_for("queue 1 is paused", "queue small: paused (paused by `alloc pause`)",
+                      what="the queue paused")
+        assert '"state": "paused"' in cluster.hq("alloc", "list", "--output", "json").stdout
+        term.type("r")
+        term.wait_for("queue 1 is active", what="the queue resumed")
+        assert '"state": "active"' in cluster.hq("alloc", "list", "--output", "json").stdout
+        term.type("q")
+        term.wait_for("DASHBOARD-EXIT=0", timeout=20, what="the dashboard to quit")
+    finally:
+        cluster.hq("job", "cancel", "all", check=False)
         term.close()

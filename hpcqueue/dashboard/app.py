@@ -13,7 +13,7 @@ import time
 
 from textual import work
 from textual.app import App, ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Log, Static
 from textual.worker import get_current_worker
 
@@ -76,6 +76,8 @@ class Dashboard(App):
     #middle { height: 1fr; }
     #bottom { height: 10; }
     #middle > *, #bottom > * { width: 1fr; height: 100%; }
+    #queues { height: 1fr; }
+    #decision { height: 4; padding: 0 1; }
     """
     BINDINGS = [
         ("c", "cancel_job", "Cancel job"),
@@ -110,7 +112,9 @@ class Dashboard(App):
             yield Log(id="output", max_lines=OUTPUT_LINES * 2)
         with Horizontal(id="bottom"):
             yield _columns(DataTable(id="workers", cursor_type="row"), WORKER_COLUMNS)
-            yield _columns(DataTable(id="queues", cursor_type="row"), QUEUE_COLUMNS)
+            with Vertical():
+                yield _columns(DataTable(id="queues", cursor_type="row"), QUEUE_COLUMNS)
+                yield Static(id="decision")
         yield Static(id="message")
         yield Footer()
 
@@ -169,6 +173,7 @@ class Dashboard(App):
                 queues.remove_row(key)
             for q in sorted(board.queues):
                 _sync_row(queues, str(q), board.queue_row(q))
+            self._show_decision()
         self.query_one("#status", Static).update(board.status())
         if self.job_id is None or self.job_id not in board.jobs:
             self._select_job(_cursor_key(jobs))
@@ -186,6 +191,14 @@ class Dashboard(App):
             self._select_job(key)
         elif event.data_table.id == "tasks":
             self._select_task(key)
+        elif event.data_table.id == "queues":
+            self._show_decision()
+
+    def _show_decision(self) -> None:
+        """The latest decision of the queue under the cursor, under the queues."""
+        key = _cursor_key(self.query_one("#queues", DataTable))
+        text = self.board.decision(int(key)) if key is not None else ""
+        self.query_one("#decision", Static).update(text)
 
     def _select_job(self, key: str | None) -> None:
         job = int(key) if key is not None else None

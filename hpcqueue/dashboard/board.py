@@ -15,7 +15,7 @@ JOB_COLUMNS = ("id", "name", "state", "progress", "ended", "running", "waiting",
                "rate / ETA")
 TASK_COLUMNS = ("task", "state", "worker", "time", "exit")
 WORKER_COLUMNS = ("id", "host", "cpus", "load", "tasks", "done", "alloc")
-QUEUE_COLUMNS = ("id", "name", "state", "allocs", "workers", "latest decision")
+QUEUE_COLUMNS = ("id", "name", "state", "allocations", "workers")
 
 
 def ended(job: dict) -> int:
@@ -96,16 +96,25 @@ class Board:
 
     def queue_row(self, q: int) -> tuple:
         row = self.queues[q]
-        state = row["state"] + (f": {row['pause_reason']}" if row.get("pause_reason") else "")
         live = [f"{a['id']} {a['state']}" for a in row.get("allocs", ())
                 if a["state"] in ("queued", "running")][:3]
         allocs = f"{row['queued']} queued, {row['running']} running of {row['allocations']}"
         if live:
             allocs += f": {', '.join(live)}"
+        return (str(q), row.get("name") or "", row["state"], allocs, str(row["workers"]))
+
+    def decision(self, q: int) -> str:
+        """The queue's state and latest decision (what `alloc explain` shows last), whole."""
+        row = self.queues[q]
+        head = f"queue {row.get('name') or q}: {row['state']}"
+        if row.get("pause_reason"):
+            head += f" ({row['pause_reason']})"
         d = row.get("decision")
-        decision = "-" if d is None else (
-            f"submit {d['submit']}: {d['reason']}" if d["submit"] else d["reason"])
-        return (str(q), row.get("name") or "", state, allocs, str(row["workers"]), decision)
+        if d is None:
+            return head + "; no decision yet"
+        when = time.strftime("%H:%M:%S", time.localtime(d["t"]))
+        what = f"submit {d['submit']}: {d['reason']}" if d["submit"] else d["reason"]
+        return f"{head}; {when} {what}" + "".join(f"; {u}" for u in d.get("unfit") or ())
 
     def status(self) -> str:
         s = self.server
