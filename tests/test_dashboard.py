@@ -285,7 +285,7 @@ def test_dashboard_with_a_million_tasks(cluster):
         term.type("f")  # running tasks: none, found from the counters without a scan
         term.wait_for("tasks of job 1 (running)", what="the filtered tasks")
         term.type("c")
-        term.wait_for("job 1 canceled", what="the cancel")
+        term.wait_for("job 1 canceled", "1000000/1000000", what="the cancel, in full width")
         term.type("q")
         term.wait_for("DASHBOARD-EXIT=0", timeout=20, what="the dashboard to quit")
         print(f"\nwatch request: {watch_s:.3f}s; dashboard shown (including its start-up "

@@ -46,9 +46,11 @@ def _sync_row(table: DataTable, key: str, values: tuple) -> None:
         table.add_row(*values, key=key)
         return
     old = table.get_row(key)
-    for column, value, was in zip(table.columns, values, old):
+    for (column_key, column), value, was in zip(table.columns.items(), values, old):
         if value != was:
-            table.update_cell(key, column, value, update_width=True)
+            # a column is widened only when it must be: that looks at every row
+            table.update_cell(key, column_key, value,
+                              update_width=len(value) > column.content_width)
 
 
 def _drop_row(table: DataTable, key: str) -> None:
