@@ -21,6 +21,7 @@ CANNOT_RUN = {
     "journal stream": "streams until interrupted",
     "journal upgrade": "needs a journal of an older hpcqueue (tests/test_journal.py has them)",
     "alloc log": "needs an allocation that ran (tests/autoalloc covers it)",
+    "dashboard": "a full-screen terminal UI (tests/test_dashboard.py drives it in tmux)",
 }
 
 #: commands whose output is content, not a report: printed as it is in every format

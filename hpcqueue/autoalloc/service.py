@@ -208,6 +208,8 @@ class AutoAlloc:
         last = q.decisions[-1] if q.decisions else None
         if last is None or last[1:] != (d.submit, d.reason, d.unfit):
             q.decisions.append((time.time(), d.submit, d.reason, d.unfit))
+            for watch in self.core.watches:
+                watch.decided()
             log.debug("queue %d: submit %d allocation(s): %s", q.id, d.submit, d.reason)
 
     async def submit(self, q: AllocQueue) -> bool:

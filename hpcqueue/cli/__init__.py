@@ -33,7 +33,7 @@ def cli():
 
 def _register() -> None:
     from hpcqueue.cli import (
-        alloc, completion, config, jobs, journal, run, server, submit, worker,
+        alloc, completion, config, dashboard, jobs, journal, run, server, submit, worker,
     )
 
     cli.add_command(server.server)
@@ -46,6 +46,7 @@ def _register() -> None:
     cli.add_command(alloc.alloc)
     cli.add_command(config.config_group)
     cli.add_command(completion.completion)
+    cli.add_command(dashboard.dashboard)
 
 
 _register()

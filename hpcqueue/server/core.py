@@ -89,6 +89,9 @@ class Core:
         #: facts that happened while the journal was down, to record when it is back
         self.held: list[dict] = []
         self.streams: list = []  # callbacks that see every recorded event
+        #: watching clients (hpcqueue.server.watch.Watch): told of every recorded event and
+        #: of the allocation service's decisions
+        self.watches: list = []
         #: callbacks told of tasks that failed for good, [(job id, index), ...] per event
         self.failure_watchers: list = []
         state.just_failed = []  # collected by apply, drained in _effects
@@ -196,6 +199,8 @@ class Core:
             self._schedule_due()
         for stream in self.streams:
             stream(event)
+        for watch in self.watches:
+            watch.event(event)
 
     def send(self, peer: Peer, message) -> None:
         peer.writer.write(peer.session.seal(message))

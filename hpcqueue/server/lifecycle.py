@@ -55,6 +55,7 @@ from hpcqueue.server.core import Core, Peer
 from hpcqueue.autoalloc import handlers as _alloc_handlers  # noqa: F401 (registers them)
 from hpcqueue.autoalloc.service import AutoAlloc
 from hpcqueue.server.handlers import HANDLERS, _job_ids, check_flag, check_seconds
+from hpcqueue.server.watch import watch
 from hpcqueue.server.tracing import TRACE, TracedSession, hello_summary
 from hpcqueue.server.workers import worker_session
 from hpcqueue.state import ServerState
@@ -396,6 +397,9 @@ class Server:
                         await self._wait(peer, msg)
                     elif op == "stream":
                         await self._stream(peer)
+                        return
+                    elif op == "watch":
+                        await watch(core, peer, msg)
                         return
                     elif op == "journal_compact":
                         before, after = core.compact()
