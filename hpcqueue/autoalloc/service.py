@@ -31,11 +31,14 @@ FAST_POLL, SLOW_POLL = 2.0, 10.0
 
 
 def demand_of(state) -> list[policy.Demand]:
+    """What the jobs that may run now ask for: their tasks that may be handed out now, not
+    the retries still waiting out a `--retry-delay` (workers for those come when they are
+    due, not hours before)."""
     out = []
     for job in state.ready_jobs():
-        if job.waiting:
+        if job.available:
             out.append(policy.Demand(
-                job=job.id, count=job.waiting, cpus=job.cpus, gpus=job.res.get("gpus", 0),
+                job=job.id, count=job.available, cpus=job.cpus, gpus=job.res.get("gpus", 0),
                 time_request=job.time_request,
                 other=tuple(sorted(k for k, v in job.res.items() if k != "gpus" and v > 0))))
     return out
