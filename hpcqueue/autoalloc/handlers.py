@@ -6,7 +6,7 @@ import time
 from dataclasses import MISSING, fields
 
 from hpcqueue.autoalloc import backends, policy
-from hpcqueue.autoalloc.model import QueueParams, QueueState
+from hpcqueue.autoalloc.model import MAX_STATUS_ERRORS, AllocState, QueueParams, QueueState
 from hpcqueue.autoalloc.service import demand_of, dry_run, in_flight, limits_of
 from hpcqueue.exceptions import NotFound, RequestError, UsageError
 from hpcqueue.model import ENV_NAME, MAX_COUNT
@@ -170,11 +170,18 @@ async def alloc_remove(core, req: dict) -> dict:
 def alloc_explain(core, req: dict) -> dict:
     q = _queue(core, req.get("queue"), removed_too=True)
     now = policy.decide(demand_of(core.state), limits_of(q.params), in_flight(q))
+    errors = core.autoalloc.status_errors
     return {
         "queue": q.id, "state": q.state.value, "pause_reason": q.pause_reason,
         "now": {"submit": now.submit, "reason": now.reason, "unfit": now.unfit},
         "decisions": [{"t": t, "submit": n, "reason": r, "unfit": u}
                       for t, n, r, u in q.decisions],
+        # allocations whose status reads fail, and those given up after MAX_STATUS_ERRORS
+        "status_errors": [{"id": a.id, "job_id": a.job_id, "count": errors[a.id][0],
+                           "limit": MAX_STATUS_ERRORS, "error": errors[a.id][1]}
+                          for a in q.live() if a.id in errors],
+        "unknown": [{"id": a.id, "job_id": a.job_id, "t": a.ended, "reason": a.reason}
+                    for a in q.allocations.values() if a.state is AllocState.UNKNOWN],
     }
 
 

@@ -22,7 +22,13 @@ from pathlib import Path
 
 from hpcqueue.autoalloc import backends, policy
 from hpcqueue.autoalloc.book import AllocQueue
-from hpcqueue.autoalloc.model import BACKOFF, AllocState, QueueParams, QueueState
+from hpcqueue.autoalloc.model import (
+    BACKOFF,
+    MAX_STATUS_ERRORS,
+    AllocState,
+    QueueParams,
+    QueueState,
+)
 from hpcqueue.autoalloc.render import render
 from hpcqueue.exceptions import HpcqueueError, SchedulerError
 
@@ -95,6 +101,8 @@ class AutoAlloc:
         self.server_dir = server_dir
         self.wake = asyncio.Event()
         self._transports: dict = {}
+        #: allocation id -> (failed status reads in a row, the last error); not journaled
+        self.status_errors: dict[str, tuple[int, str]] = {}
         self._last_poll = 0.0
         self._task: asyncio.Task | None = None
 
@@ -168,7 +176,10 @@ class AutoAlloc:
                 raw = await transport.status(sched, [a.job_id for a in allocs])
             except HpcqueueError as e:
                 log.warning("cannot read allocation statuses: %s", e)
+                self.status_failed(allocs, str(e))
                 continue
+            for a in allocs:
+                self.status_errors.pop(a.id, None)
             log.debug("allocation statuses from %s: %s", params.scheduler,
                       ", ".join(f"{a.job_id} {raw.get(a.job_id)}" for a in allocs))
             for a in allocs:
@@ -181,6 +192,19 @@ class AutoAlloc:
                     self.record_state(a, state)
                 elif end is not None:
                     self.record_state(a, state, end.text, end.fault)
+
+    def status_failed(self, allocs, error: str) -> None:
+        """Count a failed status read against each allocation; give up on one without live
+        workers after MAX_STATUS_ERRORS in a row (those with workers are known to run)."""
+        for a in allocs:
+            count = self.status_errors.get(a.id, (0, ""))[0] + 1
+            self.status_errors[a.id] = (count, error)
+            if count >= MAX_STATUS_ERRORS and not a.live_workers:
+                del self.status_errors[a.id]
+                self.record_state(
+                    a, AllocState.UNKNOWN,
+                    f"its status could not be read {count} times in a row (last: {error}); "
+                    "no longer counted toward the backlog", fault=True)
 
     def record_state(self, a, state: AllocState, reason=None, fault=False) -> None:
         self.core.record({"e": "alloc_state", "id": a.id, "state": state.value,

@@ -276,6 +276,12 @@ def explain(ctx, queue, output):
     click.echo(f"now: submit {now['submit']}: {now['reason']}")
     for line in now["unfit"]:
         click.echo(f"  {line}")
+    for e in r.get("status_errors", []):
+        click.echo(f"allocation {e['id']} (job {e['job_id']}): status unreadable {e['count']} "
+                   f"time(s) in a row, given up at {e['limit']} (last: {e['error']})")
+    for u in r.get("unknown", []):
+        click.echo(f"allocation {u['id']} (job {u['job_id']}) is unknown since "
+                   f"{when(u['t'])}: {u['reason']}")
     if r["decisions"]:
         click.echo("recent decisions:")
     for d in r["decisions"][-10:]:

@@ -199,3 +199,89 @@ def test_only_the_last_folders_of_ended_allocations_are_kept(tmp_path):
         assert (tmp_path / "autoalloc/1/2/job.sh").exists()
         assert (tmp_path / "autoalloc/1/3/job.sh").exists()
     asyncio.run(main())
+
+
+class FlakyStatus(FakeTransport):
+    """Status reads fail while `broken` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.broken = False
+
+    async def status(self, scheduler, job_ids):
+        if self.broken:
+            self.status_calls += 1
+            raise SchedulerError("`squeue ...` failed (exit code 1): slurm_load_jobs error: "
+                                 "Socket timed out")
+        return await super().status(scheduler, job_ids)
+
+
+def test_an_allocation_whose_status_never_reads_is_given_up_after_ten_tries(tmp_path):
+    from hpcqueue.autoalloc.handlers import alloc_explain
+    from hpcqueue.autoalloc.model import MAX_STATUS_ERRORS
+
+    async def poll(h, n):
+        for _ in range(n):
+            h.aa._last_poll = 0
+            await h.aa.cycle()
+
+    async def main():
+        t = FlakyStatus()
+        h = Harness(tmp_path, t)
+        q = h.add_queue(backlog=1, pause_after=5)
+        h.submit_job(5)
+        await h.aa.cycle()
+        assert len(t.submitted) == 1
+        t.broken = True
+        # failures that stop short of the cap count, and a good read clears them
+        await poll(h, MAX_STATUS_ERRORS - 1)
+        assert q.allocations["1.1"].state is AllocState.QUEUED
+        assert h.aa.status_errors["1.1"][0] == MAX_STATUS_ERRORS - 1
+        t.broken = False
+        await poll(h, 1)
+        assert "1.1" not in h.aa.status_errors
+        t.broken = True
+        await poll(h, MAX_STATUS_ERRORS - 1)
+        assert q.allocations["1.1"].state is AllocState.QUEUED and len(t.submitted) == 1
+        r = alloc_explain(h.core, {"queue": 1})
+        assert [(e["id"], e["count"], e["limit"]) for e in r["status_errors"]] == \
+            [("1.1", MAX_STATUS_ERRORS - 1, MAX_STATUS_ERRORS)]
+        assert "Socket timed out" in r["status_errors"][0]["error"] and r["unknown"] == []
+        calls = t.status_calls
+        # the tenth in a row: unknown, out of the backlog, and a new allocation takes its place
+        await poll(h, 1)
+        a = q.allocations["1.1"]
+        assert a.state is AllocState.UNKNOWN and not a.live and a.fault
+        assert "could not be read 10 times in a row" in a.reason
+        assert "Socket timed out" in a.reason and "backlog" in a.reason
+        assert len(t.submitted) == 2 and q.allocations["1.2"].state is AllocState.QUEUED
+        r = alloc_explain(h.core, {"queue": 1})
+        assert [u["id"] for u in r["unknown"]] == ["1.1"] and r["status_errors"] == []
+        assert "could not be read 10 times" in r["unknown"][0]["reason"]
+        await poll(h, 1)  # the unknown one is not polled any more
+        assert t.status_calls == calls + 2
+        assert h.aa.status_errors == {"1.2": (1, h.aa.status_errors["1.2"][1])}
+        # journaled: a restart sees it unknown, not queued
+        state = restore(h.events + [{"e": "server", "t": time.time()}])
+        assert state.alloc.queues[1].allocations["1.1"].state is AllocState.UNKNOWN
+    asyncio.run(main())
+
+
+def test_status_errors_do_not_give_up_an_allocation_whose_workers_are_connected(tmp_path):
+    from hpcqueue.autoalloc.model import MAX_STATUS_ERRORS
+
+    async def main():
+        t = FlakyStatus()
+        h = Harness(tmp_path, t)
+        q = h.add_queue(backlog=1)
+        h.submit_job(5)
+        await h.aa.cycle()
+        h.core.record({"e": "worker", "id": 1, "info": {"cpus": 1, "alloc": "1.1"},
+                       "t": time.time()})
+        t.broken = True
+        for _ in range(MAX_STATUS_ERRORS + 2):
+            h.aa._last_poll = 0
+            await h.aa.refresh()
+        assert q.allocations["1.1"].state is AllocState.RUNNING
+        assert h.aa.status_errors["1.1"][0] == MAX_STATUS_ERRORS + 2
+    asyncio.run(main())
