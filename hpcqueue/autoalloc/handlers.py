@@ -112,14 +112,26 @@ async def alloc_add(core, req: dict) -> dict:
     if params.name and any(q.params.name == params.name and q.state is not QueueState.REMOVED
                            for q in book.queues.values()):
         raise RequestError(f"there is already a queue named {params.name!r}")
-    script = None
+    script = probe = None
     if dry:
         script = await dry_run(params, core.autoalloc.server_dir,
                                transport=core.autoalloc.backend(params)[1])
+        probe = await core.autoalloc.probe(params)
     queue_id = book.next_queue_id
     core.record({"e": "aq_add", "id": queue_id, "params": params.to_dict(), "t": time.time()})
     core.autoalloc.poke()
-    return {"queue": queue_id, "script": script}
+    return {"queue": queue_id, "script": script, "probe": probe}
+
+
+@handler("alloc_probe")
+def alloc_probe(core, req: dict) -> dict:
+    """A node of a reach probe job connected back (autoalloc/probe.py)."""
+    token = check_str(req.get("token"), "token")
+    hostname = check_str(req.get("hostname"), "hostname")
+    if not token or hostname is None:
+        raise RequestError("'token' and 'hostname' must be given")
+    core.autoalloc.probe_arrived(token, hostname)
+    return {}
 
 
 @handler("alloc_list")

@@ -65,9 +65,13 @@ def in_flight(q: AllocQueue) -> policy.InFlight:
 
 
 def write_script(params: QueueParams, queue_id: int, alloc_id: str, alloc_dir: Path,
-                 server_dir: Path) -> Path:
+                 server_dir: Path, worker_cmd: str | None = None) -> Path:
+    """Render and write an allocation's script (with WORKER_CMD in place of the worker's
+    command, for the reach probe)."""
     sched = backends.scheduler(params.scheduler)
     context = sched.context(params, queue_id, alloc_id, alloc_dir, server_dir)
+    if worker_cmd is not None:
+        context["worker_cmd"] = worker_cmd
     text = render(sched.template, context, params.template, template_text=params.template_text)
     alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     script = alloc_dir / "job.sh"
@@ -103,6 +107,8 @@ class AutoAlloc:
         self._transports: dict = {}
         #: allocation id -> (failed status reads in a row, the last error); not journaled
         self.status_errors: dict[str, tuple[int, str]] = {}
+        #: reach probes under way: token -> hostnames of the nodes that connected back
+        self.probes: dict[str, list[str]] = {}
         self._last_poll = 0.0
         self._task: asyncio.Task | None = None
 
@@ -122,6 +128,36 @@ class AutoAlloc:
             self._transports[key] = backends.transport(
                 params.scheduler, params.transport, **_transport_options(params))
         return backends.scheduler(params.scheduler), self._transports[key]
+
+    async def probe(self, params: QueueParams) -> str | None:
+        """Check that a queue's nodes reach the server, with a short job that connects back
+        (autoalloc/probe.py); None for the local scheduler."""
+        import secrets
+
+        from hpcqueue.autoalloc.probe import run_probe
+
+        if params.scheduler == "local":
+            return None
+        # the address the workers try first: the queue's server-address, else the record's
+        info = self.core.info
+        address = f"{params.server_host or info.get('host')}:{info.get('port')}"
+        token = secrets.token_hex(8)
+        probe_dir = self.server_dir / "autoalloc" / f"probe-{token}"
+        probe_dir.mkdir(parents=True, mode=0o700)
+        self.probes[token] = arrivals = []
+        sched, transport = self.backend(params)
+        try:
+            note = await run_probe(params, sched, transport, probe_dir, self.server_dir,
+                                   address, token, arrivals)
+        finally:
+            del self.probes[token]
+        shutil.rmtree(probe_dir, ignore_errors=True)  # kept when it failed, to look at
+        log.info("queue probe: %s", note)
+        return note
+
+    def probe_arrived(self, token: str, hostname: str) -> None:
+        if token in self.probes:
+            self.probes[token].append(hostname)
 
     # ------------------------------------------------------------- loop
 

@@ -158,6 +158,8 @@ def add(ctx, no_dry_run, **opts):
                 dry_run=not no_dry_run)
     click.echo(f"allocation queue {r['queue']} added"
                + ("" if no_dry_run else " (dry run passed)"))
+    if r.get("probe"):
+        click.echo(f"probe: {r['probe']}")
 
 
 @alloc.command("dry-run")

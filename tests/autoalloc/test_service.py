@@ -3,10 +3,12 @@
 import asyncio
 import time
 
+import pytest
+
 from hpcqueue.autoalloc.model import AllocState, QueueParams, QueueState
 from hpcqueue.autoalloc.schedulers.base import RawStatus
 from hpcqueue.autoalloc.service import AutoAlloc
-from hpcqueue.exceptions import SchedulerError
+from hpcqueue.exceptions import SchedulerError, UsageError
 from hpcqueue.server.core import Core
 from hpcqueue.state import ServerState, restore
 
@@ -285,3 +287,81 @@ def test_status_errors_do_not_give_up_an_allocation_whose_workers_are_connected(
         assert q.allocations["1.1"].state is AllocState.RUNNING
         assert h.aa.status_errors["1.1"][0] == MAX_STATUS_ERRORS + 2
     asyncio.run(main())
+
+
+def _probe(tmp_path, t, arrivals, **kw):
+    from hpcqueue.autoalloc import backends
+    from hpcqueue.autoalloc.probe import run_probe
+
+    params = QueueParams(scheduler="slurm", time_limit=600, partition="multi", **kw)
+    d = tmp_path / "probe-x"
+    d.mkdir()
+    return run_probe(params, backends.scheduler("slurm"), t, d, tmp_path, "10.0.0.1:99",
+                     "tok", arrivals)
+
+
+def test_probe_passes_when_every_node_connects(tmp_path):
+    async def main():
+        t = FakeTransport()
+        arrivals = []
+
+        async def nodes_connect():
+            await asyncio.sleep(0.2)
+            t.statuses["100"] = RawStatus("RUNNING")
+            arrivals.extend(["n1", "n2"])
+        task = asyncio.ensure_future(nodes_connect())
+        note = await _probe(tmp_path, t, arrivals, workers_per_alloc=2)
+        await task
+        assert note == "2 node(s) of probe job 100 reached the server at 10.0.0.1:99: n1, n2"
+        assert t.cancelled == ["100"]  # still running: cancelled, never left behind
+        script = t.submitted[0]
+        assert "hpcqueue.autoalloc.probe tok" in script and "srun --nodes=2" in script
+        assert "#SBATCH --time=00:01:00" in script and "worker start" not in script
+    asyncio.run(main())
+
+
+def test_probe_that_ends_without_nodes_names_the_address_and_their_words(tmp_path):
+    async def main():
+        t = FakeTransport()
+
+        async def ended():
+            await asyncio.sleep(0.2)
+            t.statuses["100"] = RawStatus("FAILED")
+            (tmp_path / "probe-x/stderr").write_text(
+                "hpcqueue probe on n1: cannot reach the server at 10.0.0.1:99: No route to "
+                "host\nsrun: error: n1: task 0: Exited with exit code 1\n")
+        task = asyncio.ensure_future(ended())
+        with pytest.raises(UsageError) as e:
+            await _probe(tmp_path, t, [])
+        await task
+        msg = str(e.value)
+        assert "cannot reach the server at 10.0.0.1:99: 0 of 1 node(s) of probe job 100" in msg
+        assert "No route to host" in msg and "`hpcqueue server start --host ADDRESS`" in msg
+        assert t.cancelled == []  # it had ended
+    asyncio.run(main())
+
+
+def test_probe_still_queued_is_cancelled_and_not_checked(tmp_path, monkeypatch):
+    from hpcqueue.autoalloc import probe
+
+    monkeypatch.setattr(probe, "START_WAIT", 0.3)
+
+    async def main():
+        t = FakeTransport()
+        note = await _probe(tmp_path, t, [])
+        assert "did not start within 0.3s" in note and "was not checked" in note
+        assert t.cancelled == ["100"]
+        # and when the wait itself is cut short (the request is cancelled), the job goes too
+        t2 = FakeTransport()
+        waiting = asyncio.ensure_future(_probe_in(tmp_path / "b", t2))
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert t2.cancelled == ["100"]
+    asyncio.run(main())
+
+
+async def _probe_in(d, t):
+    d.mkdir()
+    return await _probe(d, t, [])
