@@ -81,17 +81,39 @@ def write_script(params: QueueParams, queue_id: int, alloc_id: str, alloc_dir: P
 
 
 async def dry_run(params: QueueParams, server_dir: Path, transport=None) -> str:
-    """Render the script and submit it held, then cancel it: a bad partition or
-    account fails here, with the scheduler's own message."""
+    """Check the scheduler's commands are its own, render the script and submit it held,
+    then cancel it: a bad partition or account fails here, with the scheduler's own
+    message.  The held job never outlives the dry run without an error that names it."""
+    from hpcqueue.autoalloc.identify import check_commands
+    from hpcqueue.autoalloc.transports.cli import CliTransport
+
     sched = backends.scheduler(params.scheduler)
     transport = transport or backends.transport(params.scheduler, params.transport,
                                                  **_transport_options(params))
+    if isinstance(transport, CliTransport):  # qsub and friends, here or over SSH
+        await check_commands(sched, transport.run)
     where = server_dir / "autoalloc" / "dry-run"
     script = write_script(params, 0, "dry-run", where, server_dir)
     job_id = await transport.submit(sched, script, where, hold=True)
-    if job_id != "dry-run":
+    if job_id == "dry-run":
+        return script.read_text()
+    try:
         await transport.cancel(sched, [job_id])
+    except asyncio.CancelledError:
+        await asyncio.shield(_cancel_quietly(sched, transport, job_id))
+        raise
+    except HpcqueueError as e:
+        raise SchedulerError(
+            f"the dry run's held job {job_id} was submitted but could not be cancelled ({e}): "
+            f"remove it with `{' '.join(sched.cancel_argv([job_id]))}`") from None
     return script.read_text()
+
+
+async def _cancel_quietly(sched, transport, job_id: str) -> None:
+    try:
+        await transport.cancel(sched, [job_id])
+    except HpcqueueError as e:
+        log.warning("cannot cancel the dry run's job %s: %s", job_id, e)
 
 
 def _transport_options(params: QueueParams) -> dict:
