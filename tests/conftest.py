@@ -262,3 +262,12 @@ def sshd(slurm):
     require("the CI sshd on 127.0.0.1:2222 (alias hpcq-login)",
             ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "hpcq-login", "true"],
             "bash ci/sshd.sh up")
+
+
+@pytest.fixture(scope="session")
+def slurm_multi(slurm):
+    """Slurm's partition multi: nodes n1..n3, each a host of its own (ci/slurm.sh up --multi)."""
+    require("Slurm's multi-node partition (3 nodes)",
+            ["sh", "-c", "test \"$(sinfo -h -N -p multi -o %N | sort -u | wc -l)\" -ge 3"],
+            "bash ci/slurm.sh up --multi")
+    return "10.77.0.1"  # the machine's address on the nodes' bridge

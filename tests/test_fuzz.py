@@ -137,9 +137,17 @@ class FakeAutoAlloc:
     def __init__(self, server_dir):
         self.server_dir = server_dir
         self.transport = FakeTransport()
+        self.status_errors = {}
+        self.probes = {}
 
     def backend(self, params):
         return backends.scheduler(params.scheduler), self.transport
+
+    async def probe(self, params):
+        return "probed"
+
+    def probe_arrived(self, token, hostname):
+        self.probes.setdefault(token, []).append(hostname)
 
     def poke(self):
         pass
@@ -367,6 +375,7 @@ VALID = {
     "alloc_remove": [{"queue": 1, "force": True}, {"queue": "q1"}],
     "alloc_explain": [{"queue": 1}],
     "alloc_log": [{"alloc": "1.1", "stream": "script"}],
+    "alloc_probe": [{"token": "0123abcd", "hostname": "n1"}],
     # last: it drops the jobs the requests above use
     "forget": [{"jobs": [1]}, {"jobs": "1-2"}, {"jobs": "all"}],
 }

@@ -6,7 +6,7 @@ import time
 from dataclasses import MISSING, fields
 
 from hpcqueue.autoalloc import backends, policy
-from hpcqueue.autoalloc.model import QueueParams, QueueState
+from hpcqueue.autoalloc.model import MAX_STATUS_ERRORS, AllocState, QueueParams, QueueState
 from hpcqueue.autoalloc.service import demand_of, dry_run, in_flight, limits_of
 from hpcqueue.exceptions import NotFound, RequestError, UsageError
 from hpcqueue.model import ENV_NAME, MAX_COUNT
@@ -112,14 +112,26 @@ async def alloc_add(core, req: dict) -> dict:
     if params.name and any(q.params.name == params.name and q.state is not QueueState.REMOVED
                            for q in book.queues.values()):
         raise RequestError(f"there is already a queue named {params.name!r}")
-    script = None
+    script = probe = None
     if dry:
         script = await dry_run(params, core.autoalloc.server_dir,
                                transport=core.autoalloc.backend(params)[1])
+        probe = await core.autoalloc.probe(params)
     queue_id = book.next_queue_id
     core.record({"e": "aq_add", "id": queue_id, "params": params.to_dict(), "t": time.time()})
     core.autoalloc.poke()
-    return {"queue": queue_id, "script": script}
+    return {"queue": queue_id, "script": script, "probe": probe}
+
+
+@handler("alloc_probe")
+def alloc_probe(core, req: dict) -> dict:
+    """A node of a reach probe job connected back (autoalloc/probe.py)."""
+    token = check_str(req.get("token"), "token")
+    hostname = check_str(req.get("hostname"), "hostname")
+    if not token or hostname is None:
+        raise RequestError("'token' and 'hostname' must be given")
+    core.autoalloc.probe_arrived(token, hostname)
+    return {}
 
 
 @handler("alloc_list")
@@ -170,11 +182,18 @@ async def alloc_remove(core, req: dict) -> dict:
 def alloc_explain(core, req: dict) -> dict:
     q = _queue(core, req.get("queue"), removed_too=True)
     now = policy.decide(demand_of(core.state), limits_of(q.params), in_flight(q))
+    errors = core.autoalloc.status_errors
     return {
         "queue": q.id, "state": q.state.value, "pause_reason": q.pause_reason,
         "now": {"submit": now.submit, "reason": now.reason, "unfit": now.unfit},
         "decisions": [{"t": t, "submit": n, "reason": r, "unfit": u}
                       for t, n, r, u in q.decisions],
+        # allocations whose status reads fail, and those given up after MAX_STATUS_ERRORS
+        "status_errors": [{"id": a.id, "job_id": a.job_id, "count": errors[a.id][0],
+                           "limit": MAX_STATUS_ERRORS, "error": errors[a.id][1]}
+                          for a in q.live() if a.id in errors],
+        "unknown": [{"id": a.id, "job_id": a.job_id, "t": a.ended, "reason": a.reason}
+                    for a in q.allocations.values() if a.state is AllocState.UNKNOWN],
     }
 
 

@@ -19,6 +19,10 @@ TRANSPORTS_FOR = {
 }
 #: a queue pauses itself after this many failures of its own in a row
 DEFAULT_PAUSE_AFTER = 3
+#: failed status reads in a row after which an allocation is given up as unknown (as
+#: HyperQueue's MAX_QUEUED_STATUS_ERROR_COUNT): a job whose status can never be read must not
+#: hold a place in the backlog for ever
+MAX_STATUS_ERRORS = 10
 
 
 class AllocState(str, Enum):
@@ -26,6 +30,8 @@ class AllocState(str, Enum):
     RUNNING = "running"    # the batch job runs (workers may still be booting)
     FINISHED = "finished"  # ended, not the queue's fault
     FAILED = "failed"      # ended, the queue's fault
+    UNKNOWN = "unknown"    # its status could not be read MAX_STATUS_ERRORS times in a row:
+                           # given up, no longer counted toward the backlog
 
 
 class QueueState(str, Enum):

@@ -25,7 +25,14 @@ def _environment(search: list[Path], texts: dict | None = None):
 
     loader = jinja2.FileSystemLoader([str(p) for p in search])
     if texts:
-        loader = jinja2.ChoiceLoader([jinja2.DictLoader(texts), loader])
+        # a stored text keeps the name of the file it was read from, so that an error's
+        # traceback frame (and so its line) is found as for a file (DictLoader gives none)
+        def stored(name):
+            if name not in texts:
+                return None
+            filename, text = texts[name]
+            return text, filename, lambda: True
+        loader = jinja2.ChoiceLoader([jinja2.FunctionLoader(stored), loader])
     env = SandboxedEnvironment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
@@ -36,16 +43,17 @@ def _environment(search: list[Path], texts: dict | None = None):
     return env
 
 
-def _where(e: Exception, name: str) -> str:
-    """`template:line` of the innermost template frame in the traceback."""
+def _where(e: Exception, name: str, filenames: set[str]) -> str:
+    """`TEMPLATE line N` of the innermost template frame in the traceback; FILENAMES are
+    the files the templates were read from (a template's frame carries one of them)."""
     lineno = getattr(e, "lineno", None)
     filename = getattr(e, "filename", None) or getattr(e, "name", None)
     if lineno is None:
         for frame in reversed(traceback.extract_tb(e.__traceback__)):
-            if frame.filename.endswith(".j2") or frame.filename == name:
+            if frame.filename in filenames or frame.filename.endswith(".j2"):
                 filename, lineno = frame.filename, frame.lineno
                 break
-    return f"{filename or name}:{lineno}" if lineno else str(filename or name)
+    return f"{filename or name} line {lineno}" if lineno else str(filename or name)
 
 
 def render(template_name: str, context: dict, template_file: str | None = None,
@@ -60,7 +68,7 @@ def render(template_name: str, context: dict, template_file: str | None = None,
         path = Path(template_file)
         search.insert(0, path.parent)
         template_name = path.name
-        texts = {template_name: template_text}
+        texts = {template_name: (str(path), template_text)}
     elif template_file is not None:
         path = Path(os.path.expanduser(template_file))
         if not path.is_file():
@@ -68,22 +76,24 @@ def render(template_name: str, context: dict, template_file: str | None = None,
         search.insert(0, path.parent)
         template_name = path.name
     env = _environment(search, texts)
+    filenames: set[str] = set()
     try:
         template = env.get_template(template_name)
+        filenames.add(template.filename or template_name)
         return template.render(**context)
     except jinja2.TemplateNotFound as e:
         raise TemplateError(f"template {e.name} not found in {', '.join(map(str, search))}") \
             from None
     except jinja2.TemplateSyntaxError as e:
-        raise TemplateError(
-            f"template {e.filename or e.name or template_name} line {e.lineno}: {e.message}"
-        ) from None
+        raise TemplateError(f"template {_where(e, template_name, filenames)}: {e.message}") \
+            from None
     except jinja2.UndefinedError as e:
         raise TemplateError(
-            f"template {_where(e, template_name)}: {e.message}; the variables a template may "
-            f"use are: {', '.join(sorted(context))}"
+            f"template {_where(e, template_name, filenames)}: {e.message}; the variables a "
+            f"template may use are: {', '.join(sorted(context))}"
         ) from None
     except jinja2.exceptions.SecurityError as e:
-        raise TemplateError(f"template {_where(e, template_name)}: not allowed: {e}") from None
+        raise TemplateError(f"template {_where(e, template_name, filenames)}: not allowed: {e}") \
+            from None
     except (TypeError, ValueError, ArithmeticError) as e:
-        raise TemplateError(f"template {_where(e, template_name)}: {e}") from None
+        raise TemplateError(f"template {_where(e, template_name, filenames)}: {e}") from None

@@ -22,7 +22,13 @@ from pathlib import Path
 
 from hpcqueue.autoalloc import backends, policy
 from hpcqueue.autoalloc.book import AllocQueue
-from hpcqueue.autoalloc.model import BACKOFF, AllocState, QueueParams, QueueState
+from hpcqueue.autoalloc.model import (
+    BACKOFF,
+    MAX_STATUS_ERRORS,
+    AllocState,
+    QueueParams,
+    QueueState,
+)
 from hpcqueue.autoalloc.render import render
 from hpcqueue.exceptions import HpcqueueError, SchedulerError
 
@@ -62,9 +68,13 @@ def in_flight(q: AllocQueue) -> policy.InFlight:
 
 
 def write_script(params: QueueParams, queue_id: int, alloc_id: str, alloc_dir: Path,
-                 server_dir: Path) -> Path:
+                 server_dir: Path, worker_cmd: str | None = None) -> Path:
+    """Render and write an allocation's script (with WORKER_CMD in place of the worker's
+    command, for the reach probe)."""
     sched = backends.scheduler(params.scheduler)
     context = sched.context(params, queue_id, alloc_id, alloc_dir, server_dir)
+    if worker_cmd is not None:
+        context["worker_cmd"] = worker_cmd
     text = render(sched.template, context, params.template, template_text=params.template_text)
     alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     script = alloc_dir / "job.sh"
@@ -74,17 +84,39 @@ def write_script(params: QueueParams, queue_id: int, alloc_id: str, alloc_dir: P
 
 
 async def dry_run(params: QueueParams, server_dir: Path, transport=None) -> str:
-    """Render the script and submit it held, then cancel it: a bad partition or
-    account fails here, with the scheduler's own message."""
+    """Check the scheduler's commands are its own, render the script and submit it held,
+    then cancel it: a bad partition or account fails here, with the scheduler's own
+    message.  The held job never outlives the dry run without an error that names it."""
+    from hpcqueue.autoalloc.identify import check_commands
+    from hpcqueue.autoalloc.transports.cli import CliTransport
+
     sched = backends.scheduler(params.scheduler)
     transport = transport or backends.transport(params.scheduler, params.transport,
                                                  **_transport_options(params))
+    if isinstance(transport, CliTransport):  # qsub and friends, here or over SSH
+        await check_commands(sched, transport.run)
     where = server_dir / "autoalloc" / "dry-run"
     script = write_script(params, 0, "dry-run", where, server_dir)
     job_id = await transport.submit(sched, script, where, hold=True)
-    if job_id != "dry-run":
+    if job_id == "dry-run":
+        return script.read_text()
+    try:
         await transport.cancel(sched, [job_id])
+    except asyncio.CancelledError:
+        await asyncio.shield(_cancel_quietly(sched, transport, job_id))
+        raise
+    except HpcqueueError as e:
+        raise SchedulerError(
+            f"the dry run's held job {job_id} was submitted but could not be cancelled ({e}): "
+            f"remove it with `{' '.join(sched.cancel_argv([job_id]))}`") from None
     return script.read_text()
+
+
+async def _cancel_quietly(sched, transport, job_id: str) -> None:
+    try:
+        await transport.cancel(sched, [job_id])
+    except HpcqueueError as e:
+        log.warning("cannot cancel the dry run's job %s: %s", job_id, e)
 
 
 def _transport_options(params: QueueParams) -> dict:
@@ -98,6 +130,10 @@ class AutoAlloc:
         self.server_dir = server_dir
         self.wake = asyncio.Event()
         self._transports: dict = {}
+        #: allocation id -> (failed status reads in a row, the last error); not journaled
+        self.status_errors: dict[str, tuple[int, str]] = {}
+        #: reach probes under way: token -> hostnames of the nodes that connected back
+        self.probes: dict[str, list[str]] = {}
         self._last_poll = 0.0
         self._task: asyncio.Task | None = None
 
@@ -117,6 +153,36 @@ class AutoAlloc:
             self._transports[key] = backends.transport(
                 params.scheduler, params.transport, **_transport_options(params))
         return backends.scheduler(params.scheduler), self._transports[key]
+
+    async def probe(self, params: QueueParams) -> str | None:
+        """Check that a queue's nodes reach the server, with a short job that connects back
+        (autoalloc/probe.py); None for the local scheduler."""
+        import secrets
+
+        from hpcqueue.autoalloc.probe import run_probe
+
+        if params.scheduler == "local":
+            return None
+        # the address the workers try first: the queue's server-address, else the record's
+        info = self.core.info
+        address = f"{params.server_host or info.get('host')}:{info.get('port')}"
+        token = secrets.token_hex(8)
+        probe_dir = self.server_dir / "autoalloc" / f"probe-{token}"
+        probe_dir.mkdir(parents=True, mode=0o700)
+        self.probes[token] = arrivals = []
+        sched, transport = self.backend(params)
+        try:
+            note = await run_probe(params, sched, transport, probe_dir, self.server_dir,
+                                   address, token, arrivals)
+        finally:
+            del self.probes[token]
+        shutil.rmtree(probe_dir, ignore_errors=True)  # kept when it failed, to look at
+        log.info("queue probe: %s", note)
+        return note
+
+    def probe_arrived(self, token: str, hostname: str) -> None:
+        if token in self.probes:
+            self.probes[token].append(hostname)
 
     # ------------------------------------------------------------- loop
 
@@ -171,7 +237,10 @@ class AutoAlloc:
                 raw = await transport.status(sched, [a.job_id for a in allocs])
             except HpcqueueError as e:
                 log.warning("cannot read allocation statuses: %s", e)
+                self.status_failed(allocs, str(e))
                 continue
+            for a in allocs:
+                self.status_errors.pop(a.id, None)
             log.debug("allocation statuses from %s: %s", params.scheduler,
                       ", ".join(f"{a.job_id} {raw.get(a.job_id)}" for a in allocs))
             for a in allocs:
@@ -184,6 +253,19 @@ class AutoAlloc:
                     self.record_state(a, state)
                 elif end is not None:
                     self.record_state(a, state, end.text, end.fault)
+
+    def status_failed(self, allocs, error: str) -> None:
+        """Count a failed status read against each allocation; give up on one without live
+        workers after MAX_STATUS_ERRORS in a row (those with workers are known to run)."""
+        for a in allocs:
+            count = self.status_errors.get(a.id, (0, ""))[0] + 1
+            self.status_errors[a.id] = (count, error)
+            if count >= MAX_STATUS_ERRORS and not a.live_workers:
+                del self.status_errors[a.id]
+                self.record_state(
+                    a, AllocState.UNKNOWN,
+                    f"its status could not be read {count} times in a row (last: {error}); "
+                    "no longer counted toward the backlog", fault=True)
 
     def record_state(self, a, state: AllocState, reason=None, fault=False) -> None:
         self.core.record({"e": "alloc_state", "id": a.id, "state": state.value,

@@ -97,6 +97,8 @@ def add(ctx, no_dry_run, output, **opts):
                     ids=[r["queue"]])
     click.echo(f"allocation queue {r['queue']} added"
                + ("" if no_dry_run else " (dry run passed)"))
+    if r.get("probe"):
+        click.echo(f"probe: {r['probe']}")
 
 
 @alloc.command("dry-run")
@@ -229,6 +231,12 @@ def explain(ctx, queue, output):
     click.echo(f"now: submit {now['submit']}: {now['reason']}")
     for line in now["unfit"]:
         click.echo(f"  {line}")
+    for e in r.get("status_errors", []):
+        click.echo(f"allocation {e['id']} (job {e['job_id']}): status unreadable {e['count']} "
+                   f"time(s) in a row, given up at {e['limit']} (last: {e['error']})")
+    for u in r.get("unknown", []):
+        click.echo(f"allocation {u['id']} (job {u['job_id']}) is unknown since "
+                   f"{when(u['t'])}: {u['reason']}")
     if r["decisions"]:
         click.echo("recent decisions:")
     for d in r["decisions"][-10:]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import hq, one_clear_line
 
 from hpcqueue.autoalloc import backends
 from hpcqueue.autoalloc.model import QueueParams
@@ -16,6 +17,7 @@ from hpcqueue.autoalloc.render import render
 from hpcqueue.exceptions import TemplateError, UsageError
 
 GOLDEN = Path(__file__).parent / "golden"
+PYTHON = sys.executable  # the real one, for commands run by a test
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +82,7 @@ def test_missing_variable_names_template_line_and_variable(tmp_path):
     with pytest.raises(TemplateError) as e:
         script("slurm", template=str(t))
     msg = str(e.value)
-    assert "site.sh.j2:3" in msg and "'nosuch' is undefined" in msg
+    assert f"{t} line 3" in msg and "'nosuch' is undefined" in msg
 
 
 def test_syntax_error_names_template_and_line(tmp_path):
@@ -88,6 +90,39 @@ def test_syntax_error_names_template_and_line(tmp_path):
     t.write_text("#!/bin/bash\n\n{% if partition %}\n")
     with pytest.raises(TemplateError, match=r"bad.sh.j2 line 3"):
         script("slurm", template=str(t))
+
+
+STORED_ERRORS = [  # (template text, line, what the message says)
+    ("#!/bin/bash\n#SBATCH --x={{ partition }}\n\n#SBATCH --y={{ nosuch }}\n", 4,
+     "'nosuch' is undefined"),
+    ("#!/bin/bash\n{% if partition %}\n{{ cpus.x.y }}\n{% endif %}\n", 3, "has no attribute"),
+    ("#!/bin/bash\n\n\n{% for x in modules %}\n", 4, "endfor"),
+]
+
+
+@pytest.mark.parametrize("text,line,what", STORED_ERRORS)
+def test_stored_template_text_errors_name_the_line(text, line, what):
+    """A queue renders the text read at `alloc add` (the file may have changed since): its
+    errors name the file it came from and the line, as a file's do."""
+    params = QueueParams(scheduler="slurm", time_limit=60, partition="cpu", cpus=2,
+                         template="/site/templates/site.tmpl", template_text=text).validate()
+    sched = backends.scheduler("slurm")
+    ctx = sched.context(params, 1, "1.1", Path("/srv/a"), Path("/srv"))
+    with pytest.raises(TemplateError) as e:
+        render(sched.template, ctx, params.template, template_text=params.template_text)
+    assert f"template /site/templates/site.tmpl line {line}: " in str(e.value)
+    assert what in str(e.value)
+
+
+def test_template_error_from_the_cli_names_the_line(tmp_path, monkeypatch):
+    """`alloc dry-run --template` reads the file once and renders the stored text."""
+    monkeypatch.setattr(sys, "executable", PYTHON)
+    t = tmp_path / "site.sh.j2"
+    t.write_text("#!/bin/bash\n#SBATCH --time={{ time_limit }}\n{{ worker_cmd }}\n"
+                 "{{ nosuch }}\n")
+    p = hq("alloc", "dry-run", "slurm", "--template", t, "--time-limit", "10m",
+           server_dir=tmp_path / "server", check=False)
+    one_clear_line(p, f"template {t} line 4: 'nosuch' is undefined", code=1)
 
 
 def test_template_override_can_include_packaged_parts(tmp_path):

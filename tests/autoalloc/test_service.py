@@ -3,10 +3,12 @@
 import asyncio
 import time
 
+import pytest
+
 from hpcqueue.autoalloc.model import AllocState, QueueParams, QueueState
 from hpcqueue.autoalloc.schedulers.base import RawStatus
 from hpcqueue.autoalloc.service import AutoAlloc
-from hpcqueue.exceptions import SchedulerError
+from hpcqueue.exceptions import SchedulerError, UsageError
 from hpcqueue.server.core import Core
 from hpcqueue.state import ServerState, restore
 
@@ -217,3 +219,167 @@ def test_demand_leaves_out_retries_that_wait_out_their_delay():
         assert job.finish(i, 1, now, now + 1, None, now + 1)  # back to waiting, delayed
     assert job.waiting == 5 and job.available == 3
     assert [d.count for d in demand_of(state)] == [3]
+
+
+class FlakyStatus(FakeTransport):
+    """Status reads fail while `broken` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.broken = False
+
+    async def status(self, scheduler, job_ids):
+        if self.broken:
+            self.status_calls += 1
+            raise SchedulerError("`squeue ...` failed (exit code 1): slurm_load_jobs error: "
+                                 "Socket timed out")
+        return await super().status(scheduler, job_ids)
+
+
+def test_an_allocation_whose_status_never_reads_is_given_up_after_ten_tries(tmp_path):
+    from hpcqueue.autoalloc.handlers import alloc_explain
+    from hpcqueue.autoalloc.model import MAX_STATUS_ERRORS
+
+    async def poll(h, n):
+        for _ in range(n):
+            h.aa._last_poll = 0
+            await h.aa.cycle()
+
+    async def main():
+        t = FlakyStatus()
+        h = Harness(tmp_path, t)
+        q = h.add_queue(backlog=1, pause_after=5)
+        h.submit_job(5)
+        await h.aa.cycle()
+        assert len(t.submitted) == 1
+        t.broken = True
+        # failures that stop short of the cap count, and a good read clears them
+        await poll(h, MAX_STATUS_ERRORS - 1)
+        assert q.allocations["1.1"].state is AllocState.QUEUED
+        assert h.aa.status_errors["1.1"][0] == MAX_STATUS_ERRORS - 1
+        t.broken = False
+        await poll(h, 1)
+        assert "1.1" not in h.aa.status_errors
+        t.broken = True
+        await poll(h, MAX_STATUS_ERRORS - 1)
+        assert q.allocations["1.1"].state is AllocState.QUEUED and len(t.submitted) == 1
+        r = alloc_explain(h.core, {"queue": 1})
+        assert [(e["id"], e["count"], e["limit"]) for e in r["status_errors"]] == \
+            [("1.1", MAX_STATUS_ERRORS - 1, MAX_STATUS_ERRORS)]
+        assert "Socket timed out" in r["status_errors"][0]["error"] and r["unknown"] == []
+        calls = t.status_calls
+        # the tenth in a row: unknown, out of the backlog, and a new allocation takes its place
+        await poll(h, 1)
+        a = q.allocations["1.1"]
+        assert a.state is AllocState.UNKNOWN and not a.live and a.fault
+        assert "could not be read 10 times in a row" in a.reason
+        assert "Socket timed out" in a.reason and "backlog" in a.reason
+        assert len(t.submitted) == 2 and q.allocations["1.2"].state is AllocState.QUEUED
+        r = alloc_explain(h.core, {"queue": 1})
+        assert [u["id"] for u in r["unknown"]] == ["1.1"] and r["status_errors"] == []
+        assert "could not be read 10 times" in r["unknown"][0]["reason"]
+        await poll(h, 1)  # the unknown one is not polled any more
+        assert t.status_calls == calls + 2
+        assert h.aa.status_errors == {"1.2": (1, h.aa.status_errors["1.2"][1])}
+        # journaled: a restart sees it unknown, not queued
+        state = restore(h.events + [{"e": "server", "t": time.time()}])
+        assert state.alloc.queues[1].allocations["1.1"].state is AllocState.UNKNOWN
+    asyncio.run(main())
+
+
+def test_status_errors_do_not_give_up_an_allocation_whose_workers_are_connected(tmp_path):
+    from hpcqueue.autoalloc.model import MAX_STATUS_ERRORS
+
+    async def main():
+        t = FlakyStatus()
+        h = Harness(tmp_path, t)
+        q = h.add_queue(backlog=1)
+        h.submit_job(5)
+        await h.aa.cycle()
+        h.core.record({"e": "worker", "id": 1, "info": {"cpus": 1, "alloc": "1.1"},
+                       "t": time.time()})
+        t.broken = True
+        for _ in range(MAX_STATUS_ERRORS + 2):
+            h.aa._last_poll = 0
+            await h.aa.refresh()
+        assert q.allocations["1.1"].state is AllocState.RUNNING
+        assert h.aa.status_errors["1.1"][0] == MAX_STATUS_ERRORS + 2
+    asyncio.run(main())
+
+
+def _probe(tmp_path, t, arrivals, **kw):
+    from hpcqueue.autoalloc import backends
+    from hpcqueue.autoalloc.probe import run_probe
+
+    params = QueueParams(scheduler="slurm", time_limit=600, partition="multi", **kw)
+    d = tmp_path / "probe-x"
+    d.mkdir()
+    return run_probe(params, backends.scheduler("slurm"), t, d, tmp_path, "10.0.0.1:99",
+                     "tok", arrivals)
+
+
+def test_probe_passes_when_every_node_connects(tmp_path):
+    async def main():
+        t = FakeTransport()
+        arrivals = []
+
+        async def nodes_connect():
+            await asyncio.sleep(0.2)
+            t.statuses["100"] = RawStatus("RUNNING")
+            arrivals.extend(["n1", "n2"])
+        task = asyncio.ensure_future(nodes_connect())
+        note = await _probe(tmp_path, t, arrivals, workers_per_alloc=2)
+        await task
+        assert note == "2 node(s) of probe job 100 reached the server at 10.0.0.1:99: n1, n2"
+        assert t.cancelled == ["100"]  # still running: cancelled, never left behind
+        script = t.submitted[0]
+        assert "hpcqueue.autoalloc.probe tok" in script and "srun --nodes=2" in script
+        assert "#SBATCH --time=00:01:00" in script and "worker start" not in script
+    asyncio.run(main())
+
+
+def test_probe_that_ends_without_nodes_names_the_address_and_their_words(tmp_path):
+    async def main():
+        t = FakeTransport()
+
+        async def ended():
+            await asyncio.sleep(0.2)
+            t.statuses["100"] = RawStatus("FAILED")
+            (tmp_path / "probe-x/stderr").write_text(
+                "hpcqueue probe on n1: cannot reach the server at 10.0.0.1:99: No route to "
+                "host\nsrun: error: n1: task 0: Exited with exit code 1\n")
+        task = asyncio.ensure_future(ended())
+        with pytest.raises(UsageError) as e:
+            await _probe(tmp_path, t, [])
+        await task
+        msg = str(e.value)
+        assert "cannot reach the server at 10.0.0.1:99: 0 of 1 node(s) of probe job 100" in msg
+        assert "No route to host" in msg and "`hpcqueue server start --host ADDRESS`" in msg
+        assert t.cancelled == []  # it had ended
+    asyncio.run(main())
+
+
+def test_probe_still_queued_is_cancelled_and_not_checked(tmp_path, monkeypatch):
+    from hpcqueue.autoalloc import probe
+
+    monkeypatch.setattr(probe, "START_WAIT", 0.3)
+
+    async def main():
+        t = FakeTransport()
+        note = await _probe(tmp_path, t, [])
+        assert "did not start within 0.3s" in note and "was not checked" in note
+        assert t.cancelled == ["100"]
+        # and when the wait itself is cut short (the request is cancelled), the job goes too
+        t2 = FakeTransport()
+        waiting = asyncio.ensure_future(_probe_in(tmp_path / "b", t2))
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert t2.cancelled == ["100"]
+    asyncio.run(main())
+
+
+async def _probe_in(d, t):
+    d.mkdir()
+    return await _probe(d, t, [])

@@ -1,9 +1,11 @@
 """Grid Engine end to end, through qsub/qstat/qdel and through DRMAA (ci/sge.sh)."""
 
 import json
+import os
+import subprocess
 
 import pytest
-from conftest import wait_for
+from conftest import PBS_WRAPPERS, one_clear_line, wait_for
 
 
 def allocs(cluster, queue):
@@ -53,3 +55,28 @@ def test_drmaa_cancel_is_not_a_fault(cluster, sge):
              what="the cancelled allocation to end")
     a = allocs(cluster, "1")[0]
     assert a["reason"] == "cancelled" and not a["fault"]
+
+
+def sge_jobs(sge) -> list[str]:
+    out = subprocess.run(["/usr/bin/qstat", "-u", "*"], capture_output=True, text=True,
+                         env=dict(os.environ, **sge))
+    assert out.returncode == 0, out.stderr
+    return [line.split()[0] for line in out.stdout.splitlines()[2:] if line.strip()]
+
+
+def test_alloc_add_pbs_refuses_grid_engines_qsub_and_leaves_no_job(cluster, sge):
+    env = dict(sge, PATH=f"/usr/bin:{os.environ['PATH']}")  # Grid Engine's qsub comes first
+    assert "invalid option" in subprocess.run(["qsub", "--version"], capture_output=True,
+                                              text=True, env=dict(os.environ, **env)).stderr
+    before = sge_jobs(sge)
+    cluster.start_server(env=env)
+    p = cluster.hq("alloc", "add", "pbs", "--time-limit", "10m", check=False, env=env)
+    one_clear_line(p, "this qsub is Grid Engine's, not PBS's: use `alloc add sge`", code=1)
+    assert sge_jobs(sge) == before
+    assert json.loads(cluster.hq("alloc", "list", "--output", "json").stdout) == []
+    # and the other way round: Slurm's PBS wrappers are no Grid Engine
+    wrappers = dict(sge, PATH=f"{PBS_WRAPPERS}:{os.environ['PATH']}")
+    p = cluster.hq("alloc", "dry-run", "sge", "--time-limit", "10m", check=False, env=wrappers)
+    one_clear_line(p, "this qsub is Slurm's PBS wrapper, not Grid Engine's: use `alloc add pbs`",
+                   code=1)
+    assert sge_jobs(sge) == before

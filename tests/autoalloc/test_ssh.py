@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import hq, wait_for
+from conftest import hq, one_clear_line, wait_for
 
 pytestmark = pytest.mark.usefixtures("sshd")
 
@@ -83,3 +83,45 @@ def test_deploy_ssh_bad_input(tmp_path):
     p = hq("worker", "deploy-ssh", tmp_path / "hosts", "--cpus", "x", server_dir=tmp_path,
            check=False)
     assert p.returncode == 2 and "--cpus" in p.stderr
+
+
+@pytest.mark.parametrize("host,command", [
+    ("localhost:2222", "ssh -p 2222 localhost"),
+    ("root@localhost:2222", "ssh -p 2222 root@localhost"),
+    ("ssh://root@127.0.0.1:2222", "ssh -p 2222 root@127.0.0.1"),
+    ("[::1]:2222", "ssh -p 2222 ::1"),
+    ("hpcq-login", "ssh hpcq-login"),
+    ("me@login.site.org", "ssh me@login.site.org"),
+])
+def test_host_key_hint_is_a_command_ssh_takes(host, command):
+    import paramiko
+
+    from hpcqueue.autoalloc.transports.ssh import ssh_error
+
+    e = ssh_error(host, paramiko.SSHException(f"Server '{host}' not found in known_hosts"))
+    assert f"connect once with `{command}` to check and accept it" in str(e)
+
+
+def test_host_key_hint_works_on_a_host_with_a_port(cluster, tmp_path):
+    """The hint for `--login-host root@127.0.0.1:2222` is a command that really connects and
+    accepts the key; after it, the same `alloc dry-run` gets past the host key."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    key = Path("/root/.ssh/hpcqueue_ci_ed25519")
+    (home / ".ssh/config").write_text(f"Host 127.0.0.1\n  IdentityFile {key}\n")
+    env = {"HOME": str(home), "SSH_AUTH_SOCK": ""}
+    args = ["alloc", "dry-run", "slurm", "--transport", "ssh", "--login-host",
+            "root@127.0.0.1:2222", "--partition", "cpu", "--time-limit", "10m"]
+    p = cluster.hq(*args, check=False, env=env)
+    one_clear_line(p, "is not in ~/.ssh/known_hosts", code=1)
+    command = p.stderr.split("connect once with `")[1].split("`")[0]
+    assert command == "ssh -p 2222 root@127.0.0.1"
+    # the user's answer "yes", as options; ssh reads the passwd entry's home, not $HOME
+    argv = command.split()
+    argv[1:1] = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+                 "-o", f"UserKnownHostsFile={home}/.ssh/known_hosts", "-i", str(key)]
+    ran = subprocess.run([*argv, "echo", "reached"], capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0 and ran.stdout.strip() == "reached", ran.stderr
+    p = cluster.hq(*args, check=False, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "dry run passed" in p.stderr

@@ -53,6 +53,9 @@ class Scheduler:
     #: state words meaning the job waits in the queue / runs
     queued_words: frozenset = frozenset()
     running_words: frozenset = frozenset()
+    #: commands whose `--version` is checked before a dry run (autoalloc/identify.py): those
+    #: that other schedulers name alike
+    cli_commands: tuple = ()
 
     def time(self, seconds: float) -> str:
         return hms(seconds)

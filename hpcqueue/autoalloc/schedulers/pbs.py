@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from hpcqueue.autoalloc.model import AllocState, EndReason
@@ -9,17 +10,33 @@ from hpcqueue.autoalloc.schedulers.base import RawStatus, Scheduler
 from hpcqueue.exceptions import SchedulerError
 
 
+#: what qsub prints: the sequence number, [] for an array, and the server's name
+JOB_ID = re.compile(r"\d+(\[\d*\])?(\.[A-Za-z0-9_.-]+)?")
+
+
 class Pbs(Scheduler):
     name = "pbs"
     template = "pbs.sh.j2"
     queued_words = frozenset({"Q", "H", "W", "T", "S", "U"})
     running_words = frozenset({"R", "E", "B"})
+    cli_commands = ("qsub", "qstat", "qdel")
 
     def submit_argv(self, script: Path, hold: bool) -> list[str]:
         # -o/-e on the command line too: Slurm's qsub wrapper ignores the #PBS lines
         out = script.parent
         return ["qsub"] + (["-h"] if hold else []) + [
             "-o", str(out / "stdout"), "-e", str(out / "stderr"), str(script)]
+
+    def parse_submit(self, stdout: str, argv) -> str:
+        """A PBS job id (123, 123.server, 123[].server) or an error quoting the reply: a job
+        id misread from another scheduler's qsub could never be cancelled."""
+        job_id = super().parse_submit(stdout, argv)
+        if not JOB_ID.fullmatch(job_id):
+            said = " ".join(stdout.split())[:200]
+            raise SchedulerError(f"`{argv[0]}` replied {said!r}, not a PBS job id: is this "
+                                 "qsub PBS's? (`qsub --version`; another scheduler's qsub "
+                                 "may have queued a job)", command=argv)
+        return job_id
 
     def status_argv(self, job_ids: list[str]) -> list[str]:
         return ["qstat", "-f"] + list(job_ids)

@@ -21,6 +21,7 @@ class Sge(Scheduler):
     template = "sge.sh.j2"
     queued_words = frozenset({"qw", "hqw", "hRwq", "Rq", "t"})
     running_words = frozenset({"r", "Rr", "s", "S", "T", "ts", "tr"})
+    cli_commands = ("qsub", "qstat", "qdel")
 
     def context(self, *args, **kwargs) -> dict:
         ctx = super().context(*args, **kwargs)

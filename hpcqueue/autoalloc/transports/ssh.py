@@ -17,6 +17,21 @@ from hpcqueue.autoalloc.transports.cli import COMMAND_TIMEOUT, CliTransport
 from hpcqueue.exceptions import SchedulerError, UsageError
 
 
+def ssh_command(host: str) -> str:
+    """The `ssh` command line that reaches HOST, given as [USER@]HOST[:PORT] (HOST may be
+    [IPv6]) or ssh://[USER@]HOST[:PORT]: ssh takes a port only with -p (or in a URI)."""
+    user, at, rest = host.removeprefix("ssh://").rpartition("@")
+    port = ""
+    if rest.startswith("["):
+        name, _, after = rest[1:].partition("]")
+        port = after[1:]
+    elif rest.count(":") == 1:
+        name, _, port = rest.partition(":")
+    else:
+        name = rest
+    return shlex.join(["ssh", *(["-p", port] if port else []), f"{user}{at}{name}"])
+
+
 def ssh_error(host: str, e: Exception) -> SchedulerError:
     """A clear error for an SSH failure: connection, host key or authentication."""
     import paramiko
@@ -31,7 +46,7 @@ def ssh_error(host: str, e: Exception) -> SchedulerError:
                               f"is loaded in the agent or named in ~/.ssh/config for {host}")
     if isinstance(e, paramiko.SSHException) and "known_hosts" in str(e):
         return SchedulerError(f"the host key of {host} is not in ~/.ssh/known_hosts: connect "
-                              f"once with `ssh {host}` to check and accept it")
+                              f"once with `{ssh_command(host)}` to check and accept it")
     if isinstance(e, FileNotFoundError):
         return SchedulerError(f"SSH to {host}: a key file does not exist ({e.filename}): fix "
                               "IdentityFile in ~/.ssh/config")
