@@ -106,10 +106,10 @@ def test_a_bare_group_prints_its_help(tmp_path, group):
     assert p.stderr == "" and p.stdout.startswith(f"Usage: hpcqueue {' '.join(group)}".strip())
     command = cli
     for name in group:
-        command = command.commands[name]
+        command = command.get_command(None, name)
     assert isinstance(command, click.Group)
     commands = p.stdout.split("Commands:")[1].split()
-    assert set(command.commands) <= set(commands)
+    assert set(command.list_commands(None)) <= set(commands)
 
 
 def test_run_says_where_output_goes(tmp_path):

@@ -37,8 +37,8 @@ TIMES = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d$")
 
 def leaf_commands(command=cli, path=()):
     if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            yield from leaf_commands(sub, (*path, name))
+        for name in command.list_commands(None):
+            yield from leaf_commands(command.get_command(None, name), (*path, name))
     else:
         yield " ".join(path)
 
@@ -47,10 +47,10 @@ def _name(args) -> str:
     """The command path of ARGS (the words before the first option or argument)."""
     names, command = [], cli
     for a in args:
-        if not isinstance(command, click.Group) or a not in command.commands:
+        if not isinstance(command, click.Group) or a not in command.list_commands(None):
             break
         names.append(a)
-        command = command.commands[a]
+        command = command.get_command(None, a)
     return " ".join(names)
 
 

@@ -16,7 +16,40 @@ from hpcqueue.cli.output import global_output_option
 from hpcqueue.exceptions import HpcqueueError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: command name -> "module:attribute" of the command; a module is imported when its command
+#: is used (or listed by --help), so `hpcqueue job info` loads only what it runs
+COMMANDS = {
+    "server": "hpcqueue.cli.server:server",
+    "worker": "hpcqueue.cli.worker:worker",
+    "submit": "hpcqueue.cli.submit:submit",
+    "job": "hpcqueue.cli.jobs:job",
+    "task": "hpcqueue.cli.jobs:task",
+    "journal": "hpcqueue.cli.journal:journal",
+    "run": "hpcqueue.cli.run:run",
+    "alloc": "hpcqueue.cli.alloc:alloc",
+    "config": "hpcqueue.cli.config:config_group",
+    "completion": "hpcqueue.cli.completion:completion",
+    "dashboard": "hpcqueue.cli.dashboard:dashboard",
+}
+
+
+class LazyGroup(click.Group):
+    """The top-level group, whose commands are imported when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in self.commands and name in COMMANDS:
+            import importlib
+
+            module, attr = COMMANDS[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return self.commands.get(name)
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="hpcqueue")
 @server_dir_option
 @global_output_option
@@ -29,27 +62,6 @@ def cli():
     `--output json` (or $HPCQUEUE_OUTPUT) makes every command answer in JSON;
     `hpcqueue completion bash` prints a shell completion script.
     """
-
-
-def _register() -> None:
-    from hpcqueue.cli import (
-        alloc, completion, config, dashboard, jobs, journal, run, server, submit, worker,
-    )
-
-    cli.add_command(server.server)
-    cli.add_command(worker.worker)
-    cli.add_command(submit.submit)
-    cli.add_command(jobs.job)
-    cli.add_command(jobs.task)
-    cli.add_command(journal.journal)
-    cli.add_command(run.run)
-    cli.add_command(alloc.alloc)
-    cli.add_command(config.config_group)
-    cli.add_command(completion.completion)
-    cli.add_command(dashboard.dashboard)
-
-
-_register()
 
 
 def _one_line(text: str) -> str:

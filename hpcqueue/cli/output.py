@@ -151,12 +151,6 @@ def colour_wanted(stream=None) -> bool:
         return False
 
 
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False, no_color=not colour_wanted() or None)
-
-
 def fit_widths(widths: list[int], mins: list[int], room: int) -> list[int]:
     """Column widths that fit in ROOM: the widest columns are cut first, none below its
     MINS width, unless even those do not fit; then every column is cut alike."""
@@ -189,37 +183,64 @@ def _cells(rows) -> list[list[str]]:
     return [["-" if v is None else str(v) for v in r] for r in rows]
 
 
-def print_table(columns: list[str], rows: list[list], title: str | None = None) -> None:
-    """A table as wide as the terminal at most: cells too long are cut with `…`."""
-    from rich.table import Table
-    from rich.text import Text
+def _width() -> int:
+    import shutil
 
-    console = _console()
+    return shutil.get_terminal_size((80, 40)).columns
+
+
+def _paint(text: str, style: str) -> str:
+    """TEXT in a style of STATE_STYLES (a colour, or dim)."""
+    if not style:
+        return text
+    return click.style(text, dim=True) if style == "dim" else click.style(text, fg=style)
+
+
+def _line(cells: list[str], widths: list[int], columns: list[str] | None, colour: bool,
+          gap: int = 2, header: bool = False) -> str:
+    """One line of a table: each cell cut with `…` to its width and padded (the last one
+    not), STATE cells coloured and the header bold when COLOUR."""
+    parts = []
+    last = len(cells) - 1
+    for k, (c, w) in enumerate(zip(cells, widths)):
+        text = c if len(c) <= w else c[:max(0, w - 1)] + "…"
+        text = text.ljust(w) if k < last else text
+        if colour and not header and columns is not None and columns[k] == "STATE":
+            text = _paint(text, state_style(c))
+        parts.append(text)
+    line = (" " * gap).join(parts).rstrip()
+    return (click.style(line, bold=True) if header and colour else line) + "\n"
+
+
+def print_table(columns: list[str], rows: list[list], title: str | None = None) -> None:
+    """A table as wide as the terminal at most: cells too long are cut with `…`.  Written
+    by hand, not with rich: `job list` and `job info` are answered in tens of
+    milliseconds, and importing rich's tables alone takes about as long."""
+    colour = colour_wanted()
     cells = _cells(rows)
-    widths = table_widths(columns, cells, console.width)
-    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
-    for c, w in zip(columns, widths):
-        table.add_column(c, width=w, no_wrap=True, overflow="ellipsis")
-    states = {k for k, c in enumerate(columns) if c == "STATE"}
-    for r in cells:
-        table.add_row(*[Text(v, style=state_style(v)) if k in states else Text(v)
-                        for k, v in enumerate(r)])
-    console.print(table)
+    widths = table_widths(columns, cells, _width())
+    out = [title + "\n"] if title else []
+    out.append(_line(columns, widths, None, colour, header=True))
+    out += [_line(r, widths, columns, colour) for r in cells]
+    sys.stdout.write("".join(out))
 
 
 def print_fields(pairs: list[tuple[str, object]]) -> None:
     """KEY VALUE lines; a long value wraps under itself."""
-    from rich.table import Table
-    from rich.text import Text
-
-    console = _console()
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
+    colour = colour_wanted()
+    keys = max((len(k) for k, _ in pairs), default=0)
+    room = max(10, _width() - keys - 2)
+    out = []
     for k, v in pairs:
         text = "-" if v is None else str(v)
-        table.add_row(k, Text(text, style=state_style(text) if k == "state" else ""))
-    console.print(table)
+        style = state_style(text) if k == "state" else ""
+        pieces = [text[i:i + room] for i in range(0, len(text), room)] or [""]
+        for n, piece in enumerate(pieces):
+            lead = (click.style(k.ljust(keys), bold=True) if colour else k.ljust(keys)) \
+                if n == 0 else " " * keys
+            shown = _paint(piece, style) if colour and style else piece
+            out.append(f"{lead}  {shown}".rstrip() + "\n")
+    sys.stdout.write("".join(out))
 
 
 def state_style(state: str) -> str:
@@ -264,10 +285,7 @@ class RowWriter:
                 self.widths = []
                 return print_table(self.columns, cells)
             if self.widths is None:
-                import shutil
-
-                room = shutil.get_terminal_size((80, 40)).columns
-                self.widths = table_widths(self.columns, cells, room, gap=1)
+                self.widths = table_widths(self.columns, cells, _width(), gap=1)
             if not self.started:
                 self.started = True
                 out.write(self._line(self.columns, header=True))
@@ -275,15 +293,7 @@ class RowWriter:
         out.flush()
 
     def _line(self, cells: list[str], header: bool = False) -> str:
-        parts = []
-        for k, (c, w) in enumerate(zip(cells, self.widths)):
-            text = c if len(c) <= w else c[:max(0, w - 1)] + "…"
-            text = text.ljust(w) if k < len(cells) - 1 else text
-            if self.colour and not header and self.columns[k] == "STATE" and state_style(c):
-                text = click.style(text, fg=state_style(c).replace("dim", "bright_black"))
-            parts.append(text)
-        line = " ".join(parts).rstrip()
-        return (click.style(line, bold=True) if header and self.colour else line) + "\n"
+        return _line(cells, self.widths, self.columns, self.colour, gap=1, header=header)
 
     def close(self) -> None:
         if self.output == "json":
