@@ -21,6 +21,8 @@ _API = {
     "Job": "hpcqueue.client",
     "JobSummary": "hpcqueue.client",
     "Task": "hpcqueue.client",
+    "Failures": "hpcqueue.watch",
+    "FailedTask": "hpcqueue.watch",
     "LocalCluster": "hpcqueue.cluster",
     "JobState": "hpcqueue.model",
     "TaskState": "hpcqueue.model",
@@ -33,6 +35,7 @@ _API = {
     "ServerUnreachable": "hpcqueue.exceptions",
     "NoServerError": "hpcqueue.exceptions",
     "RemoteError": "hpcqueue.exceptions",
+    "OutputUnreadable": "hpcqueue.exceptions",
 }
 
 __all__ = sorted(_API) + ["__version__"]

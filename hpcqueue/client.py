@@ -22,12 +22,17 @@ import os
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
+from typing import (
+    TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, Union,
+)
 
 from hpcqueue.exceptions import (
-    ConnectionLost, NotFound, ServerUnreachable, UsageError, from_reply,
+    ConnectionLost, NotFound, OutputUnreadable, ServerUnreachable, UsageError, from_reply,
 )
 from hpcqueue.model import JobState, TaskState
+
+if TYPE_CHECKING:
+    from hpcqueue.watch import Updates, Watch
 
 ENV_PAGE_ROWS = "HPCQUEUE_PAGE_ROWS"  # rows a listing page may hold (tests page small ones)
 #: requests that change nothing: asked again on a new connection if a kept one was stale
@@ -79,6 +84,12 @@ class JobSummary:
         values["state"] = JobState(values["state"])
         return cls(**values)
 
+    def as_dict(self) -> dict:
+        """Its fields as a dict (`state` a str), as the server sends a summary."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        row["state"] = self.state.value
+        return row
+
     @property
     def done(self) -> bool:
         """The job has ended: every task finished, failed or was canceled."""
@@ -118,27 +129,27 @@ class Task:
         values["state"] = TaskState(values["state"])
         return cls(job=job, **values)
 
-    def output(self, stream: str = "stdout") -> bytes:
+    def output(self, stream: str = "stdout", tail: int | None = None) -> bytes:
         """What the task's latest run wrote to STREAM ('stdout' or 'stderr'), as `job cat`
-        reads it: b'' if it has not written (or not run) yet.  Refused if the job did not
-        keep that stream (``stdout="none"``)."""
+        reads it (TAIL: its last lines only): b'' if it has not written (or not run) yet.
+        Refused if the job did not keep that stream (``stdout="none"``);
+        :class:`~hpcqueue.exceptions.OutputUnreadable` (with what could be read as
+        ``.data``) if a file cannot be read or a part of a stream log is damaged."""
+        import io
+
+        from hpcqueue.taskoutput import write_output
+
         if stream not in ("stdout", "stderr"):
             raise UsageError(f"stream must be 'stdout' or 'stderr', not {stream!r}")
+        if tail is not None and (not isinstance(tail, int) or tail < 0):
+            raise UsageError(f"tail must be a number of lines (0 or more), not {tail!r}")
         reply = self.job.client.request("cat", job=self.job.id, stream=stream, task=self.id)
-        if "dir" in reply:
-            from hpcqueue.streamlog import JobLogs
-
-            with JobLogs(reply["dir"]) as logs:
-                ended = logs.ended(lambda t: t == self.id, bounds=(self.id, self.id))
-                return logs.output(ended[-1], stream).data if ended else b""
-        data = b""
-        for _, path in reply["files"]:
-            try:
-                with open(path, "rb") as f:
-                    data += f.read()
-            except FileNotFoundError:  # a task that never wrote it
-                pass
-        return data
+        out = io.BytesIO()
+        problem = write_output(out, reply, stream, task=self.id, tail=tail)
+        if problem:
+            raise OutputUnreadable(f"job {self.job.id} task {self.id} {stream}: {problem}",
+                                   out.getvalue())
+        return out.getvalue()
 
     def result(self) -> Any:
         """The value the task's call returned (a job of Python calls), or what it raised."""
@@ -199,9 +210,10 @@ class Job:
         """The job's counts as the server pushes them (every INTERVAL seconds) until it
         ends; the last one yielded is its final summary (``.done`` is true).  Stopping the
         iteration early closes the connection."""
-        for jobs in self.client.watch([self.id], interval=interval):
-            if jobs:
-                yield jobs[0]
+        with self.client.watch([self.id], interval=interval) as watch:
+            for jobs in watch:
+                if jobs:
+                    yield jobs[0]
 
     def tasks(self, selector: str | int | Iterable[int] | None = None,
               state: str | TaskState | Iterable[str | TaskState] | None = None,
@@ -420,26 +432,28 @@ class Client:
             conn.close()
 
     def watch(self, jobs: JobSelector, interval: float | None = 0.25,
-              unfinished: bool = False) -> Iterator[list[JobSummary]]:
+              unfinished: bool = False, failures: bool = False) -> Watch:
         """The summaries of JOBS as the server pushes them, every INTERVAL seconds (None:
-        only at the end), until they have all ended: the last list yielded is the final one.
-        UNFINISHED: `all` means the jobs unfinished now, not every job held."""
-        conn = self.connect(None)
-        try:
-            conn.send({"op": "wait", "jobs": _job_selector(jobs),
-                       "progress": interval is not None, "interval": interval,
-                       "unfinished": unfinished})
-            while True:
-                msg = conn.recv()
-                if isinstance(msg, dict) and "progress" in msg:
-                    yield [JobSummary.from_dict(j) for j in msg["progress"]]
-                    continue
-                yield [JobSummary.from_dict(j) for j in check_reply(msg)["jobs"]]
-                return
-        except (OSError, ConnectionLost) as e:
-            raise self._lost(e) from None
-        finally:
-            conn.close()
+        only at the end), until they have all ended: each item is a list of
+        :class:`JobSummary`, and the last one is the final list (also ``.final``).
+        UNFINISHED: `all` means the jobs unfinished now, not every job held.  FAILURES:
+        items may also be :class:`~hpcqueue.watch.Failures`, the tasks that failed for good
+        (those failed so far first, then as they fail).  The connection opens now; leaving
+        the loop early, ``close()`` or a ``with`` block closes it."""
+        from hpcqueue.watch import Watch
+
+        return Watch(self, _job_selector(jobs), interval, unfinished, failures)
+
+    def updates(self, interval: float | None = None, jobs: int | None = None) -> Updates:
+        """What changes on the server, pushed as it happens, at most every INTERVAL seconds
+        (None: the server's 0.25; at least 0.1): the first item is everything (the JOBS most
+        recent jobs, default 1000, and every unfinished one; running workers; queues;
+        totals), each later one a dict of what changed (``jobs``, ``forgotten``,
+        ``workers``, ``queues``, ``server``).  Never ends by itself: ``close()`` it (from
+        any thread) or leave a ``with`` block.  What `hpcqueue dashboard` shows."""
+        from hpcqueue.watch import Updates
+
+        return Updates(self, interval, jobs, self.timeout)
 
     # -------------------------------------------------------------- jobs
 
@@ -562,19 +576,17 @@ class Client:
              unfinished: bool = False) -> list[JobSummary]:
         """Block until JOBS have ended; their final summaries.  PROGRESS: show the progress
         view of `job progress` on stderr meanwhile."""
-        bar = None
-        if progress:
-            from hpcqueue.cli.waiting import ProgressBar
+        with self.watch(jobs, 0.25 if progress else None, unfinished) as watch:
+            if not progress:
+                for _ in watch:
+                    pass
+            else:
+                from hpcqueue.progress import ProgressBar
 
-            bar = ProgressBar().__enter__()
-        final: list[JobSummary] = []
-        try:
-            for final in self.watch(jobs, 0.25 if progress else None, unfinished):
-                if bar is not None:
-                    bar.update([_row(j) for j in final])
-        finally:
-            if bar is not None:
-                bar.__exit__(None, None, None)
+                with ProgressBar() as bar:
+                    for summaries in watch:
+                        bar.update([j.as_dict() for j in summaries])
+        final = watch.final or []
         if not final and not isinstance(jobs, str):
             raise NotFound(f"no job {_job_selector(jobs)} left to wait for: it was forgotten")
         return final
@@ -605,12 +617,6 @@ class Client:
         reply = dict(self.request("server_info"))
         reply.pop("ok", None)
         return reply
-
-
-def _row(summary: JobSummary) -> dict:
-    row = {f.name: getattr(summary, f.name) for f in fields(summary)}
-    row["state"] = summary.state.value
-    return row
 
 
 def _strings(values, what: str) -> list[str]:

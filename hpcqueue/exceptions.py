@@ -53,6 +53,15 @@ class Refused(RequestError):
     """A request the server refused (rebuilt by the client from the server's reply)."""
 
 
+class OutputUnreadable(HpcqueueError):
+    """Part of what a task wrote could not be read (a task file it cannot open, a damaged
+    part of a stream log); ``data`` holds what could be read."""
+
+    def __init__(self, message: str, data: bytes = b""):
+        super().__init__(message)
+        self.data = data
+
+
 class JournalError(HpcqueueError):
     """A journal file that is not ours, of an unknown version, or damaged."""
 

@@ -162,3 +162,131 @@ def test_a_map_of_a_python_function_over_1000_items_and_a_remote_exception(clien
     assert isinstance(info.value.__cause__, hpcqueue.RemoteError)
     with pytest.raises(ValueError):
         job.results()  # the first failed call raises
+
+
+def test_watch_with_failures_yields_the_tasks_that_fail_for_good(client, tmp_path):
+    import select
+
+    job = client.submit(each_line=["exit 3", "true", "exit 4", "sleep 0.5; exit 5"],
+                        cwd=tmp_path)
+    failed, lists = [], []
+    with client.watch(job, interval=0.05, failures=True) as watch:
+        assert select.select([watch], [], [], 30)[0] == [watch]  # fileno() for select
+        for item in watch:
+            if isinstance(item, hpcqueue.Failures):
+                assert len(item) > 0
+                failed += list(item)
+            else:
+                lists.append(item)
+    assert sorted((f.job, f.id, f.entry, f.exit_code) for f in failed) == [
+        (job.id, 0, "exit 3", 3), (job.id, 2, "exit 4", 4), (job.id, 3, "sleep 0.5; exit 5", 5)]
+    assert lists[-1] == watch.final and watch.final[0].failed == 3 and watch.final[0].done
+    assert watch.fileno() == -1 and list(watch) == []  # closed at the end
+
+    # a watch that begins after the failures hears of them first, then of the end
+    items = list(client.watch([job.id], interval=None, failures=True))
+    assert sorted(f.id for f in items[0]) == [0, 2, 3]
+    assert len(items) == 2 and items[1][0].failed == 3
+
+
+def test_updates_push_what_changes_until_closed(client, tmp_path):
+    import threading
+
+    with client.updates(interval=0.1) as updates:
+        first = next(updates)
+        assert {"jobs", "workers", "server"} <= set(first)
+        job = client.submit("true", cwd=tmp_path)
+        for change in updates:
+            rows = [j for j in change.get("jobs", ()) if j["id"] == job.id]
+            if rows and rows[-1]["state"] == "finished":
+                break
+        seen = []
+        reader = threading.Thread(target=lambda: seen.extend(updates))
+        reader.start()
+        time.sleep(0.3)
+        updates.close()  # from another thread: the reader stops, without an error
+        reader.join(10)
+        assert not reader.is_alive()
+    with pytest.raises(hpcqueue.Refused, match="interval"):
+        client.updates(interval="soon")
+
+
+def test_task_output_tail_and_an_unreadable_file(client, tmp_path):
+    job = client.submit("printf 'a\\nb\\nc\\n'", array="1-2", cwd=tmp_path)
+    job.wait()
+    task = job.task(1)
+    assert task.output("stdout", tail=2) == b"b\nc\n" and task.output() == b"a\nb\nc\n"
+    with pytest.raises(hpcqueue.UsageError, match="tail must be"):
+        task.output(tail=-1)
+    path = tmp_path / f"job-{job.id}" / "2.stdout"
+    path.unlink()
+    path.mkdir()  # a file that cannot be read (even by root)
+    with pytest.raises(hpcqueue.OutputUnreadable, match="could not be read") as info:
+        job.task(2).output()
+    assert info.value.data == b""
+
+
+def test_the_library_does_not_import_the_command_line():
+    import ast
+    from pathlib import Path
+
+    root = Path(hpcqueue.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "cli" or rel == Path("__main__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{rel}:{node.lineno} {n}" for n in names
+                          if n == "hpcqueue.cli" or n.startswith("hpcqueue.cli.")]
+    assert offenders == []
+
+
+# ------------------------------------------------------------------ docs/api.md
+
+def _doc():
+    from pathlib import Path
+
+    return (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+
+
+def test_docs_api_shows_every_public_method():
+    from hpcqueue.watch import Updates, Watch
+
+    text = _doc()
+    missing = []
+    for cls in (hpcqueue.Client, hpcqueue.Job, hpcqueue.Task, hpcqueue.JobSummary,
+                hpcqueue.LocalCluster, Watch, Updates):
+        for name, value in vars(cls).items():
+            methods = (property, classmethod, staticmethod)
+            if name.startswith("_") or name == "from_row" or not (
+                    callable(value) or isinstance(value, methods)):
+                continue  # (a dataclass field's default is not a method)
+            if f".{name}" not in text:
+                missing.append(f"{cls.__name__}.{name}")
+    assert missing == []
+
+
+def test_the_examples_of_docs_api_run(tmp_path, monkeypatch):
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", _doc(), re.S)
+    assert len(blocks) >= 10
+    monkeypatch.chdir(tmp_path)
+    sim = tmp_path / "sim.sh"
+    sim.write_text('#!/bin/sh\necho "sim $HPCQUEUE_TASK_ID $*"\n')
+    sim.chmod(0o755)
+    with hpcqueue.LocalCluster(workers=2, cpus=2) as cluster:
+        monkeypatch.setenv("HPCQUEUE_SERVER_DIR", str(cluster.server_dir))
+        namespace = {"__name__": "__main__"}  # its functions travel by value
+        for k, code in enumerate(blocks, 1):
+            try:
+                exec(compile(code, f"docs/api.md, block {k}", "exec"), namespace)
+            except Exception as e:
+                pytest.fail(f"block {k} of docs/api.md raised {type(e).__name__}: {e}\n"
+                            f"{code}", pytrace=False)
+        assert namespace["summary"].finished == 100  # the array of ./sim.sh
+        assert namespace["watch"].final[0].failed == 2
+        assert namespace["client"].job("last").info()["state"] == "finished"

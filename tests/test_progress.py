@@ -14,7 +14,7 @@ import uuid
 import pytest
 from conftest import in_ci, wait_for
 
-from hpcqueue.cli.waiting import ProgressBar, Rate, shown_jobs
+from hpcqueue.progress import ProgressBar, Rate, shown_jobs
 
 
 def summary(job_id, tasks=10, finished=0, running=0, assigned=0, state=None):

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from hpcqueue.cli.common import DURATION, server_dir_option
+from hpcqueue.cli.common import DURATION, get_server_dir, server_dir_option
 from hpcqueue.exceptions import UsageError
 
 
@@ -28,9 +28,10 @@ def dashboard(ctx, interval):
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("hpcqueue dashboard needs a terminal (over SSH: `ssh -t`); in a "
                          "script, use `hpcqueue job list` or `hpcqueue job progress`")
-    from hpcqueue.dashboard.link import ServerLink
+    from hpcqueue.client import Client
+    from hpcqueue.dashboard.link import REQUEST_TIMEOUT, ServerLink
 
-    link = ServerLink(ctx)
+    link = ServerLink(Client(get_server_dir(ctx), timeout=REQUEST_TIMEOUT))
     first = link.open_watch(interval)  # no server: a clear error, before the screen changes
     try:
         from hpcqueue.dashboard.app import Dashboard

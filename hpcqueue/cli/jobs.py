@@ -207,12 +207,11 @@ def job_cat(ctx, job_id, stream, task_id, ranges, failed, tail, all_instances):
     """Print what the tasks of a job wrote to stdout or stderr, in task order."""
     reply = request(ctx, "cat", job=job_id, stream=stream, task=task_id, tasks=ranges,
                     failed=failed, all_instances=all_instances)
+    from hpcqueue.taskoutput import write_output
+
     out = sys.stdout.buffer
     try:
-        if "dir" in reply:
-            problem = _cat_streamed(out, reply, stream, task_id, ranges, tail, all_instances)
-        else:
-            problem = _cat_files(out, reply["files"], tail)
+        problem = write_output(out, reply, stream, task_id, ranges, tail, all_instances)
         out.flush()
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -222,86 +221,6 @@ def job_cat(ctx, job_id, stream, task_id, ranges, failed, tail, all_instances):
     if problem:
         click.echo(f"hpcqueue: job {reply['job']} {stream}: {problem}", err=True)
     return 0
-
-
-def _cat_files(out, files: list, tail: int | None) -> str | None:
-    """Write the task files in order; a file that is not there (a task that never wrote
-    it) is skipped quietly.  Returns a line about those that could not be read."""
-    from hpcqueue.streamlog import tail_lines
-
-    bad, first = 0, None
-    for _, path in files:
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            bad += 1
-            first = first or f"{path}: {e.strerror}"
-            continue
-        with f:
-            try:
-                if tail is not None:
-                    out.write(_file_tail(f, tail, tail_lines))
-                    continue
-                while chunk := f.read(1 << 16):
-                    out.write(chunk)
-            except BrokenPipeError:
-                raise
-            except OSError as e:
-                bad += 1
-                first = first or f"{path}: {e.strerror}"
-    return f"{bad} task file(s) could not be read (first: {first})" if bad else None
-
-
-def _file_tail(f, n: int, tail_lines) -> bytes:
-    """The last N lines of an open file, read from its end."""
-    size = os.fstat(f.fileno()).st_size
-    block = 1 << 16
-    while True:
-        start = max(0, size - block)
-        f.seek(start)
-        data = f.read(size - start)
-        if start == 0 or data.count(b"\n") > n:
-            return tail_lines(data, n)
-        block *= 4
-
-
-def _cat_streamed(out, reply: dict, stream: str, task_id, ranges, tail,
-                  all_instances) -> str | None:
-    """Write the output of a streamed job's tasks from its logs, reading only the parts
-    of them that hold the wanted tasks.  Returns a line about skipped damage."""
-    from hpcqueue.streamlog import JobLogs, tail_lines
-
-    keep, bounds = _keeper(task_id, ranges, reply.get("failed"))
-    with JobLogs(reply["dir"]) as logs:
-        for e in logs.ended(keep, all_instances, bounds):
-            data = logs.output(e, stream).data
-            out.write(data if tail is None else tail_lines(data, tail))
-        return logs.damage.message()
-
-
-def _keeper(task_id, ranges, failed):
-    """A predicate on task ids for the options given, and the bounds (lo, hi) of the ids it
-    keeps (None: no bounds)."""
-    if failed is not None:
-        wanted = set(failed)
-        return wanted.__contains__, (min(wanted), max(wanted)) if wanted else (1, 0)
-    if task_id is not None:
-        return (lambda t: t == task_id), (task_id, task_id)
-    if ranges:
-        from bisect import bisect_right
-
-        from hpcqueue.selectors import parse_tasks
-
-        spans = parse_tasks(ranges)
-
-        def keep(t: int) -> bool:
-            k = bisect_right(spans, (t, float("inf"))) - 1
-            return k >= 0 and t <= spans[k][1]
-
-        return keep, (spans[0][0], spans[-1][1])
-    return (lambda t: True), None
 
 
 @job.command("failed")

@@ -16,6 +16,8 @@ import stat
 import sys
 import time
 
+from typing import TYPE_CHECKING
+
 import click
 
 from hpcqueue.cli.common import check_reply, get_server_dir, server_dir_option
@@ -25,6 +27,9 @@ from hpcqueue.exceptions import (
     HpcqueueError, NoServerError, ProtocolError, RequestError, UsageError,
 )
 from hpcqueue.jobspec import build_spec, task_line
+
+if TYPE_CHECKING:
+    from hpcqueue.watch import FailedTask
 
 BUNDLE_MAX_BYTES = 8 << 20  # a bundle is sent early once its lines hold this much
 
@@ -171,12 +176,12 @@ class FailureReport:
         self.cmd = shlex.join(spec["cmd"] or [])
         self.count = 0
 
-    def line(self, row: dict) -> str:
-        if row.get("entry") is not None:
-            return row["entry"]
-        return f"HPCQUEUE_TASK_ID={row['id']} {self.cmd}"
+    def line(self, task: FailedTask) -> str:
+        if task.entry is not None:
+            return task.entry
+        return f"HPCQUEUE_TASK_ID={task.id} {self.cmd}"
 
-    def write(self, rows: list[dict]) -> None:
+    def write(self, rows: list[FailedTask]) -> None:
         text = "".join(self.line(r) + "\n" for r in rows)
         self.count += len(rows)
         for out in self.outs:
@@ -190,38 +195,40 @@ class FailureReport:
 
 
 class Attendant:
-    """A `wait` for one job on a connection of its own: the server pushes the job's failed
-    tasks (to a FailureReport) and its progress, then replies when the job has ended."""
+    """A watch of one job (:meth:`hpcqueue.Client.watch`, a connection of its own): the
+    server pushes the job's failed tasks (to a FailureReport) and its progress, then its
+    final summary when it has ended."""
 
     def __init__(self, ctx, job_id: int, progress: bool, report: FailureReport | None):
-        from hpcqueue.access import connect
+        from hpcqueue.client import Client
 
         self.report = report
         self.bar = None
         self.final: list[dict] | None = None
-        self.conn = connect(get_server_dir(ctx), timeout=None)
-        self.conn.send({"op": "wait", "jobs": [job_id], "progress": progress,
-                        "failures": report is not None})
+        self.watch = Client(get_server_dir(ctx)).watch(
+            [job_id], 0.25 if progress else None, failures=report is not None)
         if progress:
-            from hpcqueue.cli.waiting import ProgressBar
+            from hpcqueue.progress import ProgressBar
 
             self.bar = ProgressBar().__enter__()
 
     def fileno(self) -> int:  # for select()
-        return self.conn.sock.fileno()
+        return self.watch.fileno()
 
     def take(self) -> None:
         """Read one message (it has come: select() said so, or finish() waits for it)."""
-        msg = self.conn.recv()
-        if isinstance(msg, dict) and "failed" in msg and self.report is not None:
-            self.report.write(msg["failed"])
-        elif isinstance(msg, dict) and "progress" in msg:
-            if self.bar is not None:
-                self.bar.update(msg["progress"])
-        else:
-            self.final = check_reply(msg)["jobs"]
-            if self.bar is not None:
-                self.bar.update(self.final)
+        from hpcqueue.cli.waiting import final_row
+        from hpcqueue.watch import Failures
+
+        item = next(self.watch)
+        if isinstance(item, Failures):
+            if self.report is not None:
+                self.report.write(list(item))
+            return
+        if self.watch.final is not None:
+            self.final = [final_row(j) for j in self.watch.final]
+        if self.bar is not None:
+            self.bar.update([j.as_dict() for j in item])
 
     def finish(self) -> list[dict]:
         """The job's summary once it has ended."""
@@ -238,7 +245,7 @@ class Attendant:
             self.bar = None
         if self.report is not None:
             self.report.close()
-        self.conn.close()
+        self.watch.close()
 
 
 # ------------------------------------------------------------------ streaming

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from hpcqueue.cli.waiting import Rate, eta_text
+from hpcqueue.progress import Rate, eta_text
 from hpcqueue.model import format_duration
 
 BAR_WIDTH = 16  # characters of a job's progress bar
