@@ -80,6 +80,7 @@ PARAM_CHECKS = {
     "keep_dirs": _count(0), "modules": _str_list, "env": _str_map, "profile": check_str,
     "login_host": check_str, "template_text": check_str, "server_address": _address,
     "server_host": check_str,
+    "target_drain": check_seconds,
 }
 
 

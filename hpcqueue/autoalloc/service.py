@@ -45,7 +45,7 @@ def demand_of(state) -> list[policy.Demand]:
         if job.available:
             out.append(policy.Demand(
                 job=job.id, count=job.available, cpus=job.cpus, gpus=job.res.get("gpus", 0),
-                time_request=job.time_request,
+                time_request=job.time_request, mean_runtime=job.mean_runtime,
                 other=tuple(sorted(k for k, v in job.res.items() if k != "gpus" and v > 0))))
     return out
 
@@ -53,18 +53,20 @@ def demand_of(state) -> list[policy.Demand]:
 def limits_of(p: QueueParams) -> policy.Limits:
     return policy.Limits(time_limit=p.time_limit, backlog=p.backlog,
                          workers_per_alloc=p.workers_per_alloc,
-                         max_worker_count=p.max_worker_count, cpus=p.cpus, gpus=p.gpus)
+                         max_worker_count=p.max_worker_count, cpus=p.cpus, gpus=p.gpus,
+                         target_drain=p.target_drain)
 
 
 def in_flight(q: AllocQueue) -> policy.InFlight:
-    queued = running = booting = 0
+    queued = running = booting = live = 0
     for a in q.live():
         if a.state is AllocState.QUEUED:
             queued += 1
         else:
             running += 1
             booting += max(0, a.expected - len(a.workers))
-    return policy.InFlight(queued, running, booting)
+            live += len(a.live_workers)
+    return policy.InFlight(queued, running, booting, live)
 
 
 def write_script(params: QueueParams, queue_id: int, alloc_id: str, alloc_dir: Path,

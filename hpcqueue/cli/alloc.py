@@ -47,6 +47,10 @@ def queue_options(fn):
                      default="cli", show_default=True, help="How scripts reach the scheduler."),
         click.option("--login-host", help="With --transport ssh: the host to run the "
                                           "scheduler's commands on."),
+        click.option("--target-drain", type=DURATION,
+                     help="Size by throughput: workers enough to run the waiting tasks "
+                          "within this time, from their observed run times (default: a "
+                          "worker per waiting task)."),
         click.option("--pause-after", type=click.IntRange(min=1), default=3, show_default=True,
                      help="Pause the queue after this many of its own failures in a row."),
         click.argument("extra_args", nargs=-1, type=click.UNPROCESSED),
@@ -156,7 +160,9 @@ def info(ctx, queue, output):
         ("time limit", format_duration(p["time_limit"])), ("backlog", p["backlog"]),
         ("workers per alloc", p["workers_per_alloc"]),
         ("max worker count", p["max_worker_count"]),
-        ("idle timeout", format_duration(p["idle_timeout"])), ("partition", p["partition"]),
+        ("idle timeout", format_duration(p["idle_timeout"])),
+        ("target drain", format_duration(p.get("target_drain"))),
+        ("partition", p["partition"]),
         ("account", p["account"]), ("last error", q["last_error"]),
     ])
     print_table(["ALLOC", "JOB ID", "STATE", "WORKERS", "SUBMITTED", "STARTED", "ENDED",
