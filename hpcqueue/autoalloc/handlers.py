@@ -198,6 +198,22 @@ def alloc_explain(core, req: dict) -> dict:
     }
 
 
+@handler("alloc_efficiency")
+def alloc_efficiency(core, req: dict) -> dict:
+    """Core-hours allocated and used, per allocation and queue (autoalloc/efficiency.py):
+    one queue by id or name (a removed one too), or every queue not removed."""
+    from hpcqueue.autoalloc.efficiency import queue_figures
+
+    ref = req.get("queue")
+    if ref is None:
+        queues = [q for q in core.state.alloc.queues.values()
+                  if q.state is not QueueState.REMOVED]
+    else:
+        queues = [_queue(core, ref, removed_too=True)]
+    now = time.time()
+    return {"queues": [queue_figures(q, now) for q in queues]}
+
+
 @handler("alloc_log")
 def alloc_log(core, req: dict) -> dict:
     ref = req.get("alloc")
