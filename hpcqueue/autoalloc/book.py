@@ -7,7 +7,9 @@ Events (``ServerState.apply`` routes them to the ``_on_*`` methods here):
 - ``aq_remove``: the queue drains, or with ``force`` its allocations were cancelled
 - ``alloc_new``: an allocation was submitted (``queue``, ``id``, ``job_id``, ``dir``)
 - ``alloc_submit_failed``: a submission failed (``queue``, ``error``)
-- ``alloc_state``: an allocation changed state (``id``, ``state``, ``reason``, ``fault``)
+- ``alloc_state``: an allocation changed state (``id``, ``state``, ``reason``, ``fault``,
+  and ``started``/``ended``: the scheduler's own times, where its status gives them; they
+  replace the server's clock for the allocation's start and end)
 
 Workers link themselves to an allocation by the ``alloc`` id in their hello.
 
@@ -163,10 +165,12 @@ class AllocBook:
         state = AllocState(ev["state"])
         t = ev["t"]
         if state is AllocState.RUNNING and a.started is None:
-            a.started = t
+            a.started = ev.get("started") or t
         a.state = state
         if not a.live:
-            a.ended = t
+            a.ended = ev.get("ended") or t
+            if ev.get("started") and a.started is not None:
+                a.started = min(ev["started"], a.ended)  # the scheduler's, not a poll's
             a.reason = ev.get("reason")
             a.fault = bool(ev.get("fault"))
             a.live_workers.clear()

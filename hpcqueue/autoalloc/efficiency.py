@@ -1,8 +1,9 @@
 """`alloc efficiency`: core-hours allocated against core-hours the tasks used, per allocation
 and per queue.  Pure functions of the allocation book's figures and the time.
 
-- **allocated**: from the allocation's start to its end (as the server saw the scheduler
-  report them, or its first worker connect), times its cpus: the cpus its workers reported
+- **allocated**: from the allocation's start to its end (the scheduler's own times where its
+  status gives them, else when the server saw it run, or its first worker connect, and
+  end), times its cpus: the cpus its workers reported
   (the most of any) times the workers it was submitted for; without a worker, the queue's
   `--cpus`, else unknown.  A running allocation counts up to now.
 - **used**: the run times of the tasks its workers ran (each times the task's cpus), summed

@@ -251,10 +251,12 @@ class AutoAlloc:
                 state, end = sched.classify(raw.get(a.job_id), bool(a.workers))
                 if state is a.state:
                     continue
+                said = raw.get(a.job_id)
+                times = {"started": said.started, "ended": said.ended} if said is not None else {}
                 if state is AllocState.RUNNING and a.state is AllocState.QUEUED:
-                    self.record_state(a, state)
+                    self.record_state(a, state, **times)
                 elif end is not None:
-                    self.record_state(a, state, end.text, end.fault)
+                    self.record_state(a, state, end.text, end.fault, **times)
 
     def status_failed(self, allocs, error: str) -> None:
         """Count a failed status read against each allocation; give up on one without live
@@ -269,9 +271,16 @@ class AutoAlloc:
                     f"its status could not be read {count} times in a row (last: {error}); "
                     "no longer counted toward the backlog", fault=True)
 
-    def record_state(self, a, state: AllocState, reason=None, fault=False) -> None:
-        self.core.record({"e": "alloc_state", "id": a.id, "state": state.value,
-                          "reason": reason, "fault": fault, "t": time.time()})
+    def record_state(self, a, state: AllocState, reason=None, fault=False,
+                     started: float | None = None, ended: float | None = None) -> None:
+        """Journal A's new STATE; STARTED and ENDED: the scheduler's own times, if it said."""
+        ev = {"e": "alloc_state", "id": a.id, "state": state.value, "reason": reason,
+              "fault": fault, "t": time.time()}
+        if started is not None:
+            ev["started"] = started
+        if ended is not None:
+            ev["ended"] = ended
+        self.core.record(ev)
         log.info("allocation %s (job %s): %s%s", a.id, a.job_id, state.value,
                  f" ({reason})" if reason else "")
 

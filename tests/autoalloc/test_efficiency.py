@@ -93,6 +93,20 @@ def test_cpus_unknown_without_workers_unless_the_queue_says():
     assert allocation_figures(a, 4, 2000.0)["fraction_used"] is None
 
 
+def test_the_schedulers_own_start_and_end_replace_the_polls():
+    rec = Recorder()
+    run_allocation(rec)  # started at 1000 (a poll), ended at 1200 (a poll)
+    rec2 = Recorder()
+    for ev in rec.events[:-1]:
+        rec2(**ev)
+    st = rec2(e="alloc_state", id="1.1", state="finished", reason="completed", fault=False,
+              t=1200.0, started=998.0, ended=1150.0)
+    a = st.alloc.by_id["1.1"]
+    assert (a.started, a.ended) == (998.0, 1150.0)
+    assert allocation_figures(a, None, 5000.0)["idle_after"] == 50.0
+    assert (restore(rec2.events).alloc.by_id["1.1"].started, a.ended) == (998.0, 1150.0)
+
+
 def accumulated(st):
     return {a.id: (a.worker_cpus, a.used, a.first_task, a.last_task)
             for a in st.alloc.by_id.values()}
