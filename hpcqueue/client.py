@@ -39,7 +39,7 @@ ENV_PAGE_ROWS = "HPCQUEUE_PAGE_ROWS"  # rows a listing page may hold (tests page
 READ_ONLY = frozenset({"jobs", "job_info", "tasks", "task_info", "task_explain", "cat",
                        "task_results",
                        "failed", "workers", "worker_info", "alloc_list", "alloc_info",
-                       "server_info"})
+                       "alloc_efficiency", "server_info"})
 
 JobRef = Union[int, str, "Job"]
 JobSelector = Union[int, str, "Job", Iterable[Union[int, "Job"]]]

@@ -212,7 +212,7 @@ class ServerState:
         w.used_res = {k: 0 for k in w.res}
         self.workers[w.id] = w
         self.next_worker_id = max(self.next_worker_id, w.id + 1)
-        self.alloc.worker_connected(w.id, info.get("alloc"), ev["t"])
+        self.alloc.worker_connected(w.id, info.get("alloc"), ev["t"], w.cpus)
 
     def _on_wgone(self, ev: dict) -> None:
         w = self.workers.get(ev["id"])
@@ -276,6 +276,10 @@ class ServerState:
         jobs = self.jobs
         tasks = w.tasks
         wid = w.id
+        # the allocation the worker came from, if any: its tasks' run times add up there
+        alloc = self.alloc.by_id.get(w.info.get("alloc")) if self.alloc.by_id else None
+        if alloc is not None and wid not in alloc.workers:
+            alloc = None
         for job_id, i, inst, code, t0, t1, msg in ev["r"]:
             job = jobs.get(job_id)
             if job is None or job.state is None or job.state[i] != RUNNING:
@@ -295,6 +299,10 @@ class ServerState:
                 at = job.retry_at.get(i)
                 if at is not None:
                     heappush(self.delayed, (at, job_id, i))
+            if alloc is not None:
+                start = job.t0[i]
+                if start and t1 > start:
+                    alloc.task_ran(start, t1, job.cpus)
             if self.just_failed is not None and job.state[i] == FAILED:
                 self.just_failed.append((job_id, i))
             counts = job.counts  # waiting, running, ...

@@ -287,7 +287,8 @@ def observable(state: ServerState):
     queues = {q.id: (repr(q.params.to_dict()), q.state, q.pause_reason, q.faults_in_row,
                      q.submit_failures, q.last_error,
                      {a.id: (a.state, a.job_id, sorted(a.workers), sorted(a.live_workers),
-                             a.started, a.ended, a.reason, a.fault)
+                             a.started, a.ended, a.reason, a.fault, a.worker_cpus, a.used,
+                             a.first_task, a.last_task)
                       for a in q.allocations.values()})
               for q in state.alloc.queues.values()}
     return (jobs, workers, queues, sorted(state.ready), state.next_job_id,
@@ -375,6 +376,7 @@ VALID = {
     "alloc_remove": [{"queue": 1, "force": True}, {"queue": "q1"}],
     "alloc_explain": [{"queue": 1}],
     "alloc_log": [{"alloc": "1.1", "stream": "script"}],
+    "alloc_efficiency": [{"queue": 1}, {}],
     "alloc_probe": [{"token": "0123abcd", "hostname": "n1"}],
     # last: it drops the jobs the requests above use
     "forget": [{"jobs": [1]}, {"jobs": "1-2"}, {"jobs": "all"}],

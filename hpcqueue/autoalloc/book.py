@@ -7,9 +7,15 @@ Events (``ServerState.apply`` routes them to the ``_on_*`` methods here):
 - ``aq_remove``: the queue drains, or with ``force`` its allocations were cancelled
 - ``alloc_new``: an allocation was submitted (``queue``, ``id``, ``job_id``, ``dir``)
 - ``alloc_submit_failed``: a submission failed (``queue``, ``error``)
-- ``alloc_state``: an allocation changed state (``id``, ``state``, ``reason``, ``fault``)
+- ``alloc_state``: an allocation changed state (``id``, ``state``, ``reason``, ``fault``,
+  and ``started``/``ended``: the scheduler's own times, where its status gives them; they
+  replace the server's clock for the allocation's start and end)
 
 Workers link themselves to an allocation by the ``alloc`` id in their hello.
+
+What the allocation's workers ran is derived as results come in (``ServerState._on_done``
+calls :meth:`Allocation.task_ran`, O(1) a result), so a replay of the journal arrives at
+the same figures: ``alloc efficiency`` reads them, it never scans tasks.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ LIVE = (AllocState.QUEUED, AllocState.RUNNING)
 
 class Allocation:
     __slots__ = ("id", "queue", "job_id", "dir", "state", "submitted", "started", "ended",
-                 "reason", "fault", "workers", "live_workers", "expected")
+                 "reason", "fault", "workers", "live_workers", "expected",
+                 "worker_cpus", "used", "first_task", "last_task")
 
     def __init__(self, ev: dict):
         self.id: str = ev["id"]
@@ -39,6 +46,22 @@ class Allocation:
         self.workers: set[int] = set()       # every worker that connected from it
         self.live_workers: set[int] = set()  # those still connected
         self.expected: int = ev.get("workers", 1)
+        #: cpus of one of its workers (the most any reported): the allocation has
+        #: worker_cpus × expected cpus
+        self.worker_cpus = 0
+        #: core-seconds its workers' tasks ran (run time × the task's cpus)
+        self.used = 0.0
+        #: when the first of its tasks started and the last ended (the workers' clocks)
+        self.first_task: float | None = None
+        self.last_task: float | None = None
+
+    def task_ran(self, t0: float, t1: float, cpus: int) -> None:
+        """A task of one of its workers ran from T0 to T1 on CPUS cpus."""
+        self.used += (t1 - t0) * cpus
+        if self.first_task is None or t0 < self.first_task:
+            self.first_task = t0
+        if self.last_task is None or t1 > self.last_task:
+            self.last_task = t1
 
     @property
     def live(self) -> bool:
@@ -142,10 +165,12 @@ class AllocBook:
         state = AllocState(ev["state"])
         t = ev["t"]
         if state is AllocState.RUNNING and a.started is None:
-            a.started = t
+            a.started = ev.get("started") or t
         a.state = state
         if not a.live:
-            a.ended = t
+            a.ended = ev.get("ended") or t
+            if ev.get("started") and a.started is not None:
+                a.started = min(ev["started"], a.ended)  # the scheduler's, not a poll's
             a.reason = ev.get("reason")
             a.fault = bool(ev.get("fault"))
             a.live_workers.clear()
@@ -167,10 +192,12 @@ class AllocBook:
 
     # ------------------------------------------------------------- workers
 
-    def worker_connected(self, worker_id: int, alloc_id: str | None, t: float) -> None:
+    def worker_connected(self, worker_id: int, alloc_id: str | None, t: float,
+                         cpus: int = 1) -> None:
         a = self.by_id.get(alloc_id) if alloc_id else None
         if a is None or not a.live:
             return
+        a.worker_cpus = max(a.worker_cpus, cpus)
         a.workers.add(worker_id)
         a.live_workers.add(worker_id)
         if a.state is AllocState.QUEUED:

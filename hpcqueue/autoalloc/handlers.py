@@ -80,6 +80,7 @@ PARAM_CHECKS = {
     "keep_dirs": _count(0), "modules": _str_list, "env": _str_map, "profile": check_str,
     "login_host": check_str, "template_text": check_str, "server_address": _address,
     "server_host": check_str,
+    "target_drain": check_seconds,
 }
 
 
@@ -195,6 +196,22 @@ def alloc_explain(core, req: dict) -> dict:
         "unknown": [{"id": a.id, "job_id": a.job_id, "t": a.ended, "reason": a.reason}
                     for a in q.allocations.values() if a.state is AllocState.UNKNOWN],
     }
+
+
+@handler("alloc_efficiency")
+def alloc_efficiency(core, req: dict) -> dict:
+    """Core-hours allocated and used, per allocation and queue (autoalloc/efficiency.py):
+    one queue by id or name (a removed one too), or every queue not removed."""
+    from hpcqueue.autoalloc.efficiency import queue_figures
+
+    ref = req.get("queue")
+    if ref is None:
+        queues = [q for q in core.state.alloc.queues.values()
+                  if q.state is not QueueState.REMOVED]
+    else:
+        queues = [_queue(core, ref, removed_too=True)]
+    now = time.time()
+    return {"queues": [queue_figures(q, now) for q in queues]}
 
 
 @handler("alloc_log")

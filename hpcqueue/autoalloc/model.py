@@ -87,6 +87,9 @@ class QueueParams:
     #: how workers reach the server, when not by the access record's host
     server_address: dict | None = None
     server_host: str | None = None
+    #: size by throughput: workers enough to run the waiting tasks within this many seconds
+    #: (`alloc add --target-drain`); None: a worker per waiting task (see autoalloc/policy.py)
+    target_drain: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +105,8 @@ class QueueParams:
         for name in ("backlog", "workers_per_alloc"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.target_drain is not None and self.target_drain <= 0:
+            raise UsageError("--target-drain must be more than zero, e.g. 10m")
         if self.max_worker_count is not None and self.max_worker_count < self.workers_per_alloc:
             raise UsageError(
                 f"--max-worker-count {self.max_worker_count} is less than --workers-per-alloc "

@@ -22,6 +22,7 @@ FLAG_KEYS = {
     "qos": "qos", "cpus": "cpus", "gpus": "gpus", "mem": "mem",
     "worker_start_cmd": "worker-start-cmd", "worker_stop_cmd": "worker-stop-cmd",
     "template": "template", "transport": "transport", "login_host": "login-host",
+    "target_drain": "target-drain",
 }
 
 

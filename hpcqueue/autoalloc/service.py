@@ -45,7 +45,7 @@ def demand_of(state) -> list[policy.Demand]:
         if job.available:
             out.append(policy.Demand(
                 job=job.id, count=job.available, cpus=job.cpus, gpus=job.res.get("gpus", 0),
-                time_request=job.time_request,
+                time_request=job.time_request, mean_runtime=job.mean_runtime,
                 other=tuple(sorted(k for k, v in job.res.items() if k != "gpus" and v > 0))))
     return out
 
@@ -53,18 +53,20 @@ def demand_of(state) -> list[policy.Demand]:
 def limits_of(p: QueueParams) -> policy.Limits:
     return policy.Limits(time_limit=p.time_limit, backlog=p.backlog,
                          workers_per_alloc=p.workers_per_alloc,
-                         max_worker_count=p.max_worker_count, cpus=p.cpus, gpus=p.gpus)
+                         max_worker_count=p.max_worker_count, cpus=p.cpus, gpus=p.gpus,
+                         target_drain=p.target_drain)
 
 
 def in_flight(q: AllocQueue) -> policy.InFlight:
-    queued = running = booting = 0
+    queued = running = booting = live = 0
     for a in q.live():
         if a.state is AllocState.QUEUED:
             queued += 1
         else:
             running += 1
             booting += max(0, a.expected - len(a.workers))
-    return policy.InFlight(queued, running, booting)
+            live += len(a.live_workers)
+    return policy.InFlight(queued, running, booting, live)
 
 
 def write_script(params: QueueParams, queue_id: int, alloc_id: str, alloc_dir: Path,
@@ -249,10 +251,12 @@ class AutoAlloc:
                 state, end = sched.classify(raw.get(a.job_id), bool(a.workers))
                 if state is a.state:
                     continue
+                said = raw.get(a.job_id)
+                times = {"started": said.started, "ended": said.ended} if said is not None else {}
                 if state is AllocState.RUNNING and a.state is AllocState.QUEUED:
-                    self.record_state(a, state)
+                    self.record_state(a, state, **times)
                 elif end is not None:
-                    self.record_state(a, state, end.text, end.fault)
+                    self.record_state(a, state, end.text, end.fault, **times)
 
     def status_failed(self, allocs, error: str) -> None:
         """Count a failed status read against each allocation; give up on one without live
@@ -267,9 +271,16 @@ class AutoAlloc:
                     f"its status could not be read {count} times in a row (last: {error}); "
                     "no longer counted toward the backlog", fault=True)
 
-    def record_state(self, a, state: AllocState, reason=None, fault=False) -> None:
-        self.core.record({"e": "alloc_state", "id": a.id, "state": state.value,
-                          "reason": reason, "fault": fault, "t": time.time()})
+    def record_state(self, a, state: AllocState, reason=None, fault=False,
+                     started: float | None = None, ended: float | None = None) -> None:
+        """Journal A's new STATE; STARTED and ENDED: the scheduler's own times, if it said."""
+        ev = {"e": "alloc_state", "id": a.id, "state": state.value, "reason": reason,
+              "fault": fault, "t": time.time()}
+        if started is not None:
+            ev["started"] = started
+        if ended is not None:
+            ev["ended"] = ended
+        self.core.record(ev)
         log.info("allocation %s (job %s): %s%s", a.id, a.job_id, state.value,
                  f" ({reason})" if reason else "")
 

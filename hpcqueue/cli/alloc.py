@@ -47,6 +47,10 @@ def queue_options(fn):
                      default="cli", show_default=True, help="How scripts reach the scheduler."),
         click.option("--login-host", help="With --transport ssh: the host to run the "
                                           "scheduler's commands on."),
+        click.option("--target-drain", type=DURATION,
+                     help="Size by throughput: workers enough to run the waiting tasks "
+                          "within this time, from their observed run times (default: a "
+                          "worker per waiting task)."),
         click.option("--pause-after", type=click.IntRange(min=1), default=3, show_default=True,
                      help="Pause the queue after this many of its own failures in a row."),
         click.argument("extra_args", nargs=-1, type=click.UNPROCESSED),
@@ -156,7 +160,9 @@ def info(ctx, queue, output):
         ("time limit", format_duration(p["time_limit"])), ("backlog", p["backlog"]),
         ("workers per alloc", p["workers_per_alloc"]),
         ("max worker count", p["max_worker_count"]),
-        ("idle timeout", format_duration(p["idle_timeout"])), ("partition", p["partition"]),
+        ("idle timeout", format_duration(p["idle_timeout"])),
+        ("target drain", format_duration(p.get("target_drain"))),
+        ("partition", p["partition"]),
         ("account", p["account"]), ("last error", q["last_error"]),
     ])
     print_table(["ALLOC", "JOB ID", "STATE", "WORKERS", "SUBMITTED", "STARTED", "ENDED",
@@ -241,6 +247,48 @@ def explain(ctx, queue, output):
         click.echo("recent decisions:")
     for d in r["decisions"][-10:]:
         click.echo(f"  {when(d['t'])}  submit {d['submit']}: {d['reason']}")
+
+
+def _hours(value) -> str | None:
+    return None if value is None else f"{value:.4g}"
+
+
+def _fraction(value) -> str | None:
+    return None if value is None else f"{100 * value:.1f}%"
+
+
+@alloc.command()
+@server_dir_option
+@click.argument("queue", required=False, shell_complete=queue_refs)
+@output_option
+@click.pass_context
+def efficiency(ctx, queue, output):
+    """Core-hours allocated against core-hours the tasks used, per allocation and per queue
+    (every queue without QUEUE), with the idle time before the first task and after the
+    last."""
+    r = request(ctx, "alloc_efficiency", queue=None if queue is None else _queue_ref(queue))
+    queues = r["queues"]
+    if output != "table":
+        rows = [dict(q, allocations=[with_times(a, "started", "ended")
+                                     for a in q["allocations"]]) for q in queues]
+        return emit(output, rows, ids=[q["queue"] for q in rows])
+    if not queues:
+        click.echo("no allocation queues")
+    for q in queues:
+        used = _fraction(q["fraction_used"]) or "-"
+        click.echo(f"queue {q['queue']}{' (' + q['name'] + ')' if q['name'] else ''}: "
+                   f"{_hours(q['core_hours_used'])} of {_hours(q['core_hours_allocated'])} "
+                   f"core-hours used ({used}); idle {format_duration(q['idle_before'])} "
+                   f"before the first tasks, {format_duration(q['idle_after'])} after the "
+                   "last" + (f"; cpus unknown for {q['unknown_cpus']} allocation(s)"
+                             if q["unknown_cpus"] else ""))
+        # ALLOCATED and USED in core-hours
+        print_table(["ALLOC", "STATE", "CPUS", "WALL", "ALLOCATED", "USED", "USED %",
+                     "IDLE BEFORE", "IDLE AFTER"],
+                    [[a["id"], a["state"], a["cpus"], format_duration(a["wall_seconds"]),
+                      _hours(a["core_hours_allocated"]), _hours(a["core_hours_used"]),
+                      _fraction(a["fraction_used"]), format_duration(a["idle_before"]),
+                      format_duration(a["idle_after"])] for a in q["allocations"]])
 
 
 @alloc.command()

@@ -131,6 +131,7 @@ PROFILE_KEYS = {
     "extra-args": (_str_list, "extra_args"),
     "template": (_str, "template"),
     "server-address": (_server_address, "server_address"),
+    "target-drain": (_duration, "target_drain"),
 }
 
 SETTING_KEYS = {

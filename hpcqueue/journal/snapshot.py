@@ -154,7 +154,8 @@ def _book_dict(book: AllocBook) -> dict:
         "id": a.id, "queue": a.queue, "job_id": a.job_id, "dir": a.dir, "state": a.state.value,
         "submitted": a.submitted, "started": a.started, "ended": a.ended, "reason": a.reason,
         "fault": a.fault, "workers": sorted(a.workers), "live_workers": sorted(a.live_workers),
-        "expected": a.expected,
+        "expected": a.expected, "worker_cpus": a.worker_cpus, "used": a.used,
+        "first_task": a.first_task, "last_task": a.last_task,
     } for a in book.by_id.values()]
     return {"next_queue_id": book.next_queue_id, "queues": queues, "allocs": allocs}
 
@@ -229,6 +230,11 @@ def _load_book(book: AllocBook, data: dict) -> None:
         a.fault = d["fault"]
         a.workers = set(d["workers"])
         a.live_workers = set(d["live_workers"])
+        # (snapshots written before `alloc efficiency` lack these: nothing counted)
+        a.worker_cpus = d.get("worker_cpus", 0)
+        a.used = d.get("used", 0.0)
+        a.first_task = d.get("first_task")
+        a.last_task = d.get("last_task")
         book.by_id[a.id] = a
         book.queues[a.queue].allocations[a.id] = a
 

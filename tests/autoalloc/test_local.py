@@ -1,6 +1,7 @@
 """The local scheduler: allocations are worker processes on this machine."""
 
 import json
+import re
 
 from conftest import wait_for
 
@@ -39,3 +40,26 @@ def test_local_queue_pause_resume_remove(cluster):
              timeout=30, what="the removed queue to drain")
     p = cluster.hq("alloc", "info", "nosuch", check=False)
     assert p.returncode == 1 and "no allocation queue nosuch" in p.stderr
+
+
+def test_target_drain_sizes_by_throughput(cluster):
+    """200 tasks of 0.2 s to run within 10 s on 1-cpu workers: about 4 workers (40 s of
+    work), not one per task (200) and not a single one."""
+    cluster.start_server()
+    cluster.hq("alloc", "add", "local", "--time-limit", "10m", "--idle-timeout", "3s",
+               "--backlog", "20", "--cpus", "1", "--target-drain", "10s")
+    cluster.hq("submit", "--array", "1-200", "--stdout", "none", "--", "sleep", "0.2")
+    assert "200 finished" in cluster.hq("job", "wait", "1", timeout=180).stdout
+    workers = json.loads(cluster.hq("worker", "list", "--all", "--output", "json").stdout)
+    assert 3 <= len(workers) <= 6, [w["alloc"] for w in workers]
+    assert all(w["cpus"] == 1 for w in workers)
+    ran = [w["finished"] for w in workers]
+    assert sum(ran) == 200 and sum(n > 0 for n in ran) >= 3, ran
+    decisions = json.loads(cluster.hq("alloc", "explain", "1", "--output", "json").stdout)
+    reasons = [d["reason"] for d in decisions["decisions"]
+               if d["reason"] != "no waiting tasks"]
+    # the first decision had no run time (1 worker to measure), then the arithmetic
+    assert "no run time yet" in reasons[0] and "submit 1 allocation(s)" in reasons[0]
+    sized = [r for r in reasons if "(observed) ÷ 10s = " in r and "submit" in r]
+    assert sized, reasons
+    assert re.search(r"\d+ task\(s\) × 0\.2\ds \(observed\) ÷ 10s = [3-6]", sized[0]), sized[0]

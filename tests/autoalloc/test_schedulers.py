@@ -29,6 +29,23 @@ def test_slurm_status_one_call_for_many_jobs():
     assert st["12"].exit_code == 128 + 15
 
 
+def test_slurm_status_gives_the_jobs_own_start_and_end():
+    from datetime import datetime
+
+    slurm = backends.scheduler("slurm")
+    assert "StartTime:|" in slurm.status_argv(["1"])[-1]
+    st = slurm.parse_status("30|COMPLETED|None|0|2026-11-25T01:32:03|2026-11-25T01:33:10|\n"
+                            "31|RUNNING|None|0|2026-11-25T01:32:03|2026-11-25T02:32:03|\n"
+                            "32|PENDING|Priority|0|2026-11-26T00:00:00|2026-11-26T01:00:00|\n"
+                            "33|CANCELLED|None|15|N/A|Unknown|\n")
+    start = datetime(2026, 11, 25, 1, 32, 3).timestamp()
+    assert (st["30"].started, st["30"].ended) == (start, start + 67)
+    assert (st["31"].started, st["31"].ended) == (start, None)  # its EndTime is its limit
+    assert (st["32"].started, st["32"].ended) == (None, None)  # a guess
+    assert (st["33"].started, st["33"].ended) == (None, None)
+    assert st["30"].word == "COMPLETED" and st["33"].exit_code == 128 + 15
+
+
 def test_slurm_classification():
     slurm = backends.scheduler("slurm")
     st = slurm.parse_status(SQUEUE)

@@ -132,3 +132,42 @@ def test_pbs_path_through_the_qsub_wrappers(slurm_cluster, pbs_wrappers):
     p = c.hq("alloc", "add", "pbs", "--partition", "nosuch", "--time-limit", "10m",
              check=False)
     assert p.returncode == 1 and "invalid partition specified" in p.stderr
+
+
+def test_efficiency_of_a_finished_queue_matches_the_tasks_times(slurm_cluster):
+    from datetime import datetime
+
+    c = slurm_cluster
+    c.start_server()
+    c.hq("alloc", "add", "slurm", "--partition", "cpu", "--time-limit", "10m", "--cpus", "1",
+         "--max-worker-count", "1", "--idle-timeout", "3s")
+    c.hq("submit", "--array", "1-8", "--stdout", "none", "--", "sleep", "0.5")
+    assert "8 finished" in c.hq("job", "wait", "1", timeout=120).stdout
+    wait_for(lambda: allocs(c) and {a["state"] for a in allocs(c)} == {"finished"},
+             timeout=60, what="the allocation to end")
+    tasks = json.loads(c.hq("task", "list", "1", "--output", "json").stdout)
+    ran = sum((datetime.fromisoformat(t["end"]) - datetime.fromisoformat(t["start"]))
+              .total_seconds() for t in tasks)
+    assert 8 * 0.5 <= ran < 8 * 5
+    [q] = json.loads(c.hq("alloc", "efficiency", "--output", "json").stdout)
+    assert q["queue"] == 1 and q["unknown_cpus"] == 0
+    assert q["core_hours_used"] * 3600 == pytest.approx(ran, abs=1e-3)
+    assert 0 < q["fraction_used"] < 1
+    assert q["fraction_used"] == pytest.approx(q["core_hours_used"] / q["core_hours_allocated"])
+    [a] = q["allocations"]
+    assert a["id"] == "1.1" and a["state"] == "finished" and a["cpus"] == 1
+    start, end = datetime.fromisoformat(a["started"]), datetime.fromisoformat(a["ended"])
+    assert a["wall_seconds"] == pytest.approx((end - start).total_seconds(), abs=1e-3)
+    assert a["core_hours_allocated"] * 3600 == pytest.approx(a["wall_seconds"])
+    assert a["core_hours_used"] == q["core_hours_used"]
+    first = min(datetime.fromisoformat(t["start"]) for t in tasks)
+    last = max(datetime.fromisoformat(t["end"]) for t in tasks)
+    assert a["idle_before"] == pytest.approx((first - start).total_seconds(), abs=1e-3)
+    assert a["idle_after"] == pytest.approx((end - last).total_seconds(), abs=1e-3)
+    assert a["idle_after"] >= 2.5  # the worker waited out --idle-timeout 3s
+    assert a["wall_seconds"] == pytest.approx(a["idle_before"] + a["idle_after"] + ran,
+                                              rel=0.2)  # one 1-cpu worker, tasks in a row
+    out = c.hq("alloc", "efficiency", "1").stdout
+    assert f"{100 * q['fraction_used']:.1f}%" in out and "core-hours used" in out
+    p = c.hq("alloc", "efficiency", "nosuch", check=False)
+    assert p.returncode == 1 and "no allocation queue nosuch" in p.stderr

@@ -25,6 +25,10 @@ class RawStatus:
     #: set by transports that speak for every scheduler (DRMAA): queued, running or ended
     phase: str | None = None
     aborted: bool = False  # ended by a cancel (DRMAA's wasAborted)
+    #: when the job started and ended, by the scheduler's clock, where its status says so
+    #: (seconds since the epoch; `alloc efficiency` counts from them)
+    started: float | None = None
+    ended: float | None = None
 
 
 def hms(seconds: float) -> str:

@@ -20,6 +20,17 @@ NOT_OUR_FAULT = {
 }
 
 
+def _epoch(text: str) -> float | None:
+    """Seconds since the epoch from squeue's local time (2026-11-25T01:32:03); None for
+    N/A, Unknown or anything else."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
 class Slurm(Scheduler):
     name = "slurm"
     template = "slurm.sh.j2"
@@ -45,7 +56,7 @@ class Slurm(Scheduler):
     def status_argv(self, job_ids: list[str]) -> list[str]:
         # --states=all keeps finished jobs (for MinJobAge); exit_code is the raw wait status
         return ["squeue", "--noheader", "--states=all", "--jobs=" + ",".join(job_ids),
-                "--Format=JobID:|,State:|,Reason:|,exit_code:|"]
+                "--Format=JobID:|,State:|,Reason:|,exit_code:|,StartTime:|,EndTime:|"]
 
     def parse_status(self, stdout: str) -> dict[str, RawStatus]:
         out = {}
@@ -56,6 +67,11 @@ class Slurm(Scheduler):
                 if len(parts) > 3 and parts[3].isdigit():
                     status = int(parts[3])
                     raw.exit_code = status >> 8 if status & 0x7F == 0 else 128 + (status & 0x7F)
+                if len(parts) > 5 and raw.word not in self.queued_words:
+                    # (a pending job's StartTime is a guess, a running one's EndTime its limit)
+                    raw.started = _epoch(parts[4])
+                    if raw.word not in self.running_words:
+                        raw.ended = _epoch(parts[5])
                 out[parts[0]] = raw
         return out
 
