@@ -293,3 +293,17 @@ def test_cycles_and_unknown_ids_are_refused_at_submit(cluster, tmp_path):
     one_clear_line(p, "--depends-on-any needs --depends-on")
     jobs = json.loads(cluster.hq("job", "list", "--output", "json").stdout)
     assert [j["id"] for j in jobs] == [1]  # nothing refused was submitted
+
+
+def test_a_waiting_dependant_is_no_demand_for_autoalloc():
+    from hpcqueue.autoalloc.service import demand_of
+
+    state = ServerState()
+    first = submit(state, {"ids": [[0, 2, 1]]})
+    second = submit(state, {"after": [first.id], "ids": [[0, 99, 1]]})
+    tasks = submit(state, {"ids": [[0, 9, 1]], "task_deps": [[k, [0]] for k in range(1, 10)]})
+    assert [(d.job, d.count) for d in demand_of(state)] == [(1, 3), (3, 1)]
+    run(state, first, [0, 1, 2])
+    run(state, tasks, [0])
+    assert [(d.job, d.count) for d in demand_of(state)] == [(2, 100), (3, 9)]
+    assert second.id in state.ready
