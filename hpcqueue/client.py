@@ -470,7 +470,10 @@ class Client:
                stderr: str | os.PathLike | None = None,
                stream: str | os.PathLike | None = None,
                cwd: str | os.PathLike | None = None,
-               env: Mapping[str, str] | None = None) -> Job:
+               env: Mapping[str, str] | None = None,
+               depends_on: JobSelector | None = None,
+               depends_on_any: bool = False,
+               deps: Mapping[int, Iterable[int]] | None = None) -> Job:
         """Submit a job, as `hpcqueue submit` does; its tasks are:
 
         - one task, by default;
@@ -485,8 +488,18 @@ class Client:
         Durations (TIME_LIMIT, TIME_REQUEST, RETRY_TIMEOUT) are seconds, a timedelta or
         text such as '1h30m'; RETRY_DELAY is a duration, a (MIN, MAX) pair or 'MIN:MAX'.
         The other arguments are the options of `hpcqueue submit`.  Relative paths start at
-        the current directory.  Bad arguments raise UsageError; the server's refusal
-        Refused."""
+        the current directory.
+
+        Dependencies: DEPENDS_ON (a Job, a job id, a list of them, or a selector such as
+        '1-3,last') makes the job wait until those jobs have ended with every task
+        finished; if one fails or is canceled, this job is canceled with the reason, unless
+        DEPENDS_ON_ANY (it runs once they have ended, however).  DEPS maps a task id to the
+        ids of tasks of the same job it waits for ({2: [0, 1]}: task 2 runs after tasks 0
+        and 1 finished; if one of them fails, task 2 is canceled); with FROM_JSON an
+        element's own ``"deps"`` field (a list of element positions) does the same.
+
+        Bad arguments (a task dependency cycle, an unknown task id) raise UsageError; the
+        server's refusal (a job id it does not hold) Refused."""
         from hpcqueue.jobspec import make_spec, python_options, read_json, read_lines
 
         if isinstance(command, str):
@@ -498,7 +511,7 @@ class Client:
             unique=unique, max_retries=max_retries, retry_delay=retry_delay,
             retry_timeout=retry_timeout, crash_limit=crash_limit, time_limit=time_limit,
             time_request=time_request, stdout=stdout, stderr=stderr, stream=stream, cwd=cwd,
-            env=env)
+            env=env, depends_on=depends_on, depends_on_any=depends_on_any, deps=deps)
         lines = items = None
         source = ""
         if each_line is not None:

@@ -20,6 +20,15 @@ An *open* job (submitted with ``"open": true``, by `submit --each-line -` readin
 takes more tasks later: :meth:`Job.append` adds entries with the next ids (an open job's ids
 are always 0 .. n-1) and grows the columns in place.  It is never done while open, even with
 no task waiting; closing it (or canceling it) ends that.
+
+Dependencies (see :mod:`hpcqueue.deps`): a job that waits for other jobs holds their ids in
+``waiting_on`` (the state removes each as it ends) and offers no task until it is empty.  A
+job with ``task_deps`` keeps, per waiting task, how many of the tasks it waits for have not
+finished (``unmet``), and per task the tasks that wait for it (``dependants``): a task that
+finishes counts its dependants down, and one that reaches 0 goes into the queue; one that
+fails for good cancels its dependants, and theirs, with the reason.  Such a job hands out
+tasks from its queue only (its cursor is at the end from the start), and a task in
+``unmet`` is waiting but never in the queue.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ class Job:
         "errors", "canceled", "submitted", "ended", "cpus", "res", "priority",
         "time_request", "mean_runtime", "crash_limit", "max_retries", "open",
         "retry_delay", "retry_timeout", "retry_at", "failed_since", "results",
+        "waiting_on", "unmet", "deps", "dependants", "reason",
     )
 
     def __init__(self, job_id: int, spec: dict, submitted: float):
@@ -94,6 +104,34 @@ class Job:
         #: a function job's results (hpcqueue.calls): index -> the outcome's bytes, or the
         #: path of a file holding them; the last instance's, kept until the job is forgotten
         self.results: dict[int, bytes | str] = {}
+        #: ids of the jobs this one waits for that have not ended (the state keeps it)
+        self.waiting_on: set[int] = set()
+        #: index -> how many of the tasks it waits for have not finished (waiting tasks only)
+        self.unmet: dict[int, int] = {}
+        #: index -> the indexes it waits for, and index -> the indexes that wait for it
+        self.deps: dict[int, list[int]] | None = None
+        self.dependants: dict[int, list[int]] | None = None
+        #: why the job was canceled by a dependency (None: it was not)
+        self.reason: str | None = None
+        if spec.get("task_deps"):
+            self._task_graph(spec["task_deps"])
+
+    def _task_graph(self, pairs: list) -> None:
+        """Counters and lists from ``task_deps`` (checked: see hpcqueue.deps); the tasks
+        that wait for none go into the queue."""
+        index = self.ids.index_of
+        deps: dict[int, list[int]] = {}
+        dependants: dict[int, list[int]] = {}
+        for tid, before in pairs:
+            i = index(tid)
+            deps[i] = [index(b) for b in before]
+            for j in deps[i]:
+                dependants.setdefault(j, []).append(i)
+        self.deps, self.dependants = deps, dependants
+        self.unmet = {i: len(d) for i, d in deps.items() if d}
+        self._columns()
+        self.cursor = self.n
+        self.requeued.extend(i for i in range(self.n) if i not in self.unmet)
 
     # ------------------------------------------------------------- columns
 
@@ -134,8 +172,11 @@ class Job:
 
     @property
     def available(self) -> int:
-        """Waiting tasks that may be handed out now (not delayed retries)."""
-        return self.counts[WAITING] - len(self.retry_at)
+        """Waiting tasks that may be handed out now (not delayed retries, nor tasks or jobs
+        waiting for dependencies)."""
+        if self.waiting_on:
+            return 0
+        return self.counts[WAITING] - len(self.retry_at) - len(self.unmet)
 
     @property
     def running(self) -> int:
@@ -190,6 +231,8 @@ class Job:
             row["entry"] = self.entries[index]
         if index in self.errors:
             row["error"] = self.errors[index]
+        elif code == CANCELED and self.reason:
+            row["error"] = self.reason
         if index in self.retry_at:
             row["retry_at"] = self.retry_at[index]
         return row
@@ -272,6 +315,8 @@ class Job:
                 self.errors.pop(i, None)  # an earlier attempt's error
             if self.failed_since:
                 self.failed_since.pop(i, None)
+            if self.dependants is not None:
+                self._release(i)
             return False
         if self.retries[i] < self.max_retries and not self.canceled:
             timeout = self.retry_timeout
@@ -288,6 +333,8 @@ class Job:
         self.counts[FAILED] += 1
         if msg:
             self.errors[i] = msg
+        if self.dependants is not None:
+            self._cancel_dependants(i)
         return False
 
     def put_back(self, i: int, crashed: bool) -> bool:
@@ -306,6 +353,8 @@ class Job:
                 self.errors[i] = f"its worker was lost {self.crashes[i]} times (crash limit)"
                 if self.failed_since:
                     self.failed_since.pop(i, None)
+                if self.dependants is not None:
+                    self._cancel_dependants(i)
                 return True
         return not self._requeue(i)
 
@@ -320,6 +369,8 @@ class Job:
                               "its worker stopped each time); given up")
             if self.failed_since:
                 self.failed_since.pop(i, None)
+            if self.dependants is not None:
+                self._cancel_dependants(i)
             return False
         self.state[i] = WAITING
         self.counts[WAITING] += 1
@@ -328,6 +379,45 @@ class Job:
         else:
             self.retry_at[i] = at
         return True
+
+    def _release(self, i: int) -> None:
+        """Task I finished: count its dependants down; those with none left go into the
+        queue.  O(its dependants)."""
+        unmet = self.unmet
+        for j in self.dependants.get(i, ()):
+            left = unmet.get(j)
+            if left is None:  # (canceled: a job cancel empties `unmet`)
+                continue
+            if left <= 1:
+                del unmet[j]
+                self.requeued.append(j)
+            else:
+                unmet[j] = left - 1
+
+    def _cancel_dependants(self, i: int) -> None:
+        """Task I failed for good: the tasks that wait for it, and those that wait for them,
+        can never run: canceled, each with the reason.  O(the tasks canceled and their
+        dependants)."""
+        failed = self.ids.id_at(i)
+        stack = [(j, i) for j in self.dependants.get(i, ())]
+        unmet, state, c = self.unmet, self.state, self.counts
+        while stack:
+            j, via = stack.pop()
+            if unmet.pop(j, None) is None:  # not waiting (already canceled)
+                continue
+            state[j] = CANCELED
+            c[WAITING] -= 1
+            c[CANCELED] += 1
+            self.errors[j] = (f"canceled: task {failed} it depends on failed" if via == i else
+                              f"canceled: task {self.ids.id_at(via)} it depends on was "
+                              f"canceled (task {failed} failed)")
+            stack.extend((k, j) for k in self.dependants.get(j, ()))
+
+    def blocked_by(self, i: int) -> list[int]:
+        """Ids of the tasks that task I waits for and that have not finished."""
+        if i not in self.unmet:
+            return []
+        return [self.ids.id_at(j) for j in self.deps.get(i, ()) if self.state[j] != FINISHED]
 
     def wake(self, i: int, at: float) -> bool:
         """A delayed retry whose time AT has come goes into the queue; False if it is not
@@ -338,10 +428,14 @@ class Job:
         self.requeued.append(i)
         return True
 
-    def cancel(self) -> list[int]:
+    def cancel(self, reason: str | None = None) -> list[int]:
         """Cancel waiting and running tasks (and close an open job); returns the indexes that
-        were running."""
+        were running.  REASON: why, when a dependency canceled it."""
         self.canceled = True
+        if reason is not None:
+            self.reason = reason
+        self.unmet.clear()  # counted as waiting: canceled below
+        self.waiting_on.clear()
         self.open = False
         c = self.counts
         c[CANCELED] += c[WAITING]
@@ -363,7 +457,7 @@ class Job:
 
     def summary(self) -> dict:
         c = self.counts
-        return {
+        out = {
             "id": self.id,
             "name": self.spec.get("name") or "",
             "state": self.job_state().value,
@@ -378,3 +472,6 @@ class Job:
             "priority": self.priority,
             "open": self.open,
         }
+        if self.reason is not None:  # (only then: other jobs' rows stay as they were)
+            out["reason"] = self.reason
+        return out

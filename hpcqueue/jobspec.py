@@ -182,7 +182,45 @@ def make_spec(opts: dict, command: Sequence[str], *, lines: list[str] | None = N
         spec["stream"] = stream_dir
     if stream:
         spec["open"] = True
+    spec.update(dependency_fields(opts, items, ranges, stream))
     return spec
+
+
+def dependency_fields(opts: dict, items: list[str] | None, ranges: list,
+                      stream: bool = False) -> dict:
+    """The spec's dependency keys (see :mod:`hpcqueue.deps`), only those given: ``after``
+    from --depends-on (the selector as given; the server resolves it), ``after_any``, and
+    ``task_deps`` from the options' ``task_deps`` (the Python API's ``deps``) or the ``deps``
+    of --from-json elements."""
+    from hpcqueue import deps
+    from hpcqueue.model import IdRanges
+
+    out: dict = {}
+    after = deps.check_after(opts.get("depends_on"))
+    if opts.get("depends_on_ok") and opts.get("depends_on_any"):
+        raise UsageError("--depends-on-ok and --depends-on-any cannot be combined: -ok waits "
+                         "for every task of those jobs to succeed, -any runs however they "
+                         "ended")
+    if after is None:
+        for flag in ("depends_on_ok", "depends_on_any"):
+            if opts.get(flag):
+                raise UsageError(f"--{flag.replace('_', '-')} needs --depends-on JOBS: the "
+                                 "jobs to wait for")
+    else:
+        out["after"] = after
+        if opts.get("depends_on_any"):
+            out["after_any"] = True
+    task_deps = opts.get("task_deps")
+    from_items = deps.deps_of_items(items) if items is not None else None
+    if task_deps and from_items:
+        raise UsageError("give task dependencies once: as 'deps' in the JSON elements or as "
+                         "the deps argument, not both")
+    task_deps = task_deps or from_items
+    if task_deps:
+        if stream:
+            raise UsageError("tasks read from stdin as they come cannot have dependencies")
+        out["task_deps"] = deps.check_task_deps(task_deps, IdRanges(ranges))
+    return out
 
 
 # ------------------------------------------------------------------ the Python API
@@ -200,7 +238,8 @@ def python_options(*, name: str | None = None, array=None, cpus: int = 1,
                    stderr: str | os.PathLike | None = None,
                    stream: str | os.PathLike | None = None,
                    cwd: str | os.PathLike | None = None,
-                   env: Mapping[str, str] | Iterable[str] | None = None) -> dict:
+                   env: Mapping[str, str] | Iterable[str] | None = None,
+                   depends_on=None, depends_on_any: bool = False, deps=None) -> dict:
     """The options :func:`make_spec` reads, from the keyword arguments of
     :meth:`hpcqueue.Client.submit` (Python values: a ``range`` for an array, seconds or
     ``"1h"`` for a duration, dicts for resources and env).  Checks each as the command line
@@ -223,7 +262,32 @@ def python_options(*, name: str | None = None, array=None, cpus: int = 1,
         "stream": _path(stream, "stream"),
         "cwd": _path(cwd, "cwd"),
         "env": _pairs(env, "env"),
+        **_dependency_options(depends_on, depends_on_any, deps),
     }
+
+
+def _dependency_options(depends_on, depends_on_any, deps) -> dict:
+    """--depends-on and --depends-on-any from DEPENDS_ON (a job id, a Job, a selector such as
+    '1-3,last', or a list of ids and Jobs) and DEPENDS_ON_ANY, and the task dependencies
+    DEPS ({task id: [task ids]}): see :mod:`hpcqueue.deps`."""
+    from hpcqueue import deps as dependencies
+
+    if depends_on is None or isinstance(depends_on, str):
+        after = depends_on or None
+    else:
+        many = depends_on if isinstance(depends_on, (list, tuple, set, frozenset)) \
+            else [depends_on]
+        after = []
+        for item in many:
+            job_id = getattr(item, "id", item)  # a hpcqueue.client.Job, or an id
+            if not isinstance(job_id, int) or isinstance(job_id, bool) or job_id < 1:
+                raise UsageError(f"depends_on must be job ids, Jobs or a selector such as "
+                                 f"'1-3,last', not {depends_on!r:.60}")
+            after.append(job_id)
+    if not isinstance(depends_on_any, bool):
+        raise UsageError(f"depends_on_any must be True or False, not {depends_on_any!r}")
+    return {"depends_on": after, "depends_on_any": depends_on_any,
+            "task_deps": dependencies.deps_of_mapping(deps)}
 
 
 def _text(value, what: str) -> str | None:

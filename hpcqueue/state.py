@@ -9,7 +9,9 @@ Events (``e`` is the kind, ``t`` the server's clock when it happened):
 
 - ``server``: a server (re)started; tasks of the previous run go back to waiting
 - ``ids``: the next job and worker ids (written by ``journal prune``)
-- ``job``: a job was submitted (``id``, ``spec``)
+- ``job``: a job was submitted (``id``, ``spec``); a spec with ``after`` waits for those
+  jobs, and one of them that has already failed or been canceled cancels it at once (unless
+  ``after_any``); see :mod:`hpcqueue.deps`
 - ``worker``: a worker connected (``id``, ``info``)
 - ``wgone``: a worker went away (``id``, ``reason``, ``crash``)
 - ``start``: tasks were handed to a worker (``w``, ``tasks`` = [job, [index...], ...])
@@ -28,6 +30,8 @@ Events (``e`` is the kind, ``t`` the server's clock when it happened):
 - ``close``: an open job takes no more tasks (``id``); it ends once its tasks have
 - ``forget``: ended jobs are dropped (``ids``); their ids are not given out again
   (``next_job_id`` stays), and a snapshot written later simply lacks them
+- a job that ends (in any of the events above) lets the jobs that wait for it go on, or
+  cancels them with the reason: no event of its own, the same in a replay
 - ``snapshot``, ``snapjob``, ``snapcols``: the whole state, written by compaction; see
   :mod:`hpcqueue.journal.snapshot`
 - ``note``: a line for people (``msg``), e.g. the journal could be written again; no change
@@ -43,7 +47,7 @@ from heapq import heappop, heappush
 from hpcqueue.autoalloc.book import AllocBook
 from hpcqueue.jobs import Job
 from hpcqueue.journal import snapshot
-from hpcqueue.model import FAILED, RUNNING, WorkerState
+from hpcqueue.model import FAILED, RUNNING, JobState, WorkerState
 
 
 @dataclass
@@ -94,6 +98,8 @@ class ServerState:
         #: whose job no longer holds that time (canceled) is dropped when it comes up
         self.delayed: list[tuple[float, int, int]] = []
         self._ready_order: list[Job] | None = None
+        #: job id -> the jobs that wait for it (`Job.waiting_on`), while it has not ended
+        self.after: dict[int, list[Job]] = {}
         #: --unique key -> id of the unfinished job submitted with it
         self.unique: dict[str, int] = {}
         #: jobs that became done in the last apply; the server drains it
@@ -130,11 +136,56 @@ class ServerState:
 
     def _maybe_done(self, job: Job, t: float) -> None:
         if job.ended is None and job.done:
-            job.ended = t
-            self.just_done.append(job)
-            key = job.spec.get("unique")
-            if key is not None and self.unique.get(key) == job.id:
-                del self.unique[key]
+            self._ended(job, t)
+            if job.id in self.after:
+                self._release_dependants(job, t)
+
+    def _ended(self, job: Job, t: float) -> None:
+        job.ended = t
+        self.just_done.append(job)
+        key = job.spec.get("unique")
+        if key is not None and self.unique.get(key) == job.id:
+            del self.unique[key]
+
+    def _release_dependants(self, job: Job, t: float) -> None:
+        """JOB ended: each job waiting for it waits for one job less (and is ready when it
+        waits for none), or is canceled with the reason if JOB failed or was canceled (unless
+        it runs after any end); those canceled release theirs in turn.  O(the dependants):
+        a loop, not a recursion, however long the chain."""
+        stack = [job]
+        while stack:
+            dep = stack.pop()
+            waiting = self.after.pop(dep.id, None)
+            if not waiting:
+                continue
+            outcome = dep.job_state()
+            for d in waiting:
+                if d.done or dep.id not in d.waiting_on:
+                    continue
+                d.waiting_on.discard(dep.id)
+                if outcome is not JobState.FINISHED and not d.spec.get("after_any"):
+                    d.cancel(_dependency_failed(dep.id, outcome))
+                    if d.ended is None and d.done:
+                        self._ended(d, t)
+                        stack.append(d)
+                self._update_ready(d)
+
+    def _wait_for(self, job: Job, t: float) -> None:
+        """A new JOB with ``after``: it waits for those of its jobs that have not ended; one
+        that has failed or was canceled cancels it at once (unless ``after_any``).  A job the
+        state no longer holds (forgotten) had ended, and released its dependants then."""
+        for dep_id in job.spec["after"]:
+            dep = self.jobs.get(dep_id)
+            if dep is None:
+                continue
+            if dep.ended is None:
+                job.waiting_on.add(dep_id)
+                self.after.setdefault(dep_id, []).append(job)
+                continue
+            outcome = dep.job_state()
+            if outcome is not JobState.FINISHED and not job.spec.get("after_any"):
+                job.cancel(_dependency_failed(dep_id, outcome))
+                return
 
     def _add_job(self, job: Job) -> None:
         """A job that is new to the state (submitted, or loaded from a snapshot)."""
@@ -169,6 +220,8 @@ class ServerState:
             spec = {**spec, "entries": list(spec["entries"]), "ids": list(spec["ids"])}
         job = Job(ev["id"], spec, ev["t"])
         self._add_job(job)
+        if spec.get("after"):
+            self._wait_for(job, ev["t"])
         self._update_ready(job)
         self._maybe_done(job, ev["t"])
 
@@ -306,7 +359,7 @@ class ServerState:
             if self.just_failed is not None and job.state[i] == FAILED:
                 self.just_failed.append((job_id, i))
             counts = job.counts  # waiting, running, ...
-            if counts[0] and job_id not in self.ready:
+            if counts[0] and (job_id not in self.ready or job.dependants is not None):
                 self._update_ready(job)
             if counts[1] == 0:
                 self._maybe_done(job, t1 or ev["t"])
@@ -364,6 +417,11 @@ class ServerState:
                     self.to_kill.append((w.id, job.id, i))
             self._update_ready(job)
             self._maybe_done(job, ev["t"])
+
+
+def _dependency_failed(dep_id: int, outcome: JobState) -> str:
+    what = "failed" if outcome is JobState.FAILED else "was canceled"
+    return f"canceled: job {dep_id} it depends on {what}"
 
 
 def restore(events) -> ServerState:

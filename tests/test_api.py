@@ -118,6 +118,38 @@ def test_typed_errors(client, local, tmp_path):
         hpcqueue.Client(tmp_path / "nothing-here").jobs()
 
 
+def test_a_workflow_of_task_dependencies_and_a_job_after_it(client, tmp_path):
+    """Task 0 prepares, tasks 1-8 wait for it, task 9 reduces them (DEPS), and a second job
+    waits for the whole of the first (DEPENDS_ON); a failed task cancels what waits for it."""
+    step = ("test -z \"$NEED\" || for f in $NEED; do test -e $f || exit 7; done; "
+            "sleep 0.3; touch %s/done-$HPCQUEUE_TASK_ID")
+    deps = {i: [0] for i in range(1, 9)}
+    deps[9] = list(range(1, 9))
+    # each task checks that the files of the tasks it waits for exist when it starts
+    env_need = " ".join(f"{tmp_path}/done-{i}" for i in range(1, 9))
+    cmd = ("case $HPCQUEUE_TASK_ID in 0) NEED= ;; 9) NEED=\"" + env_need + "\" ;; "
+           f"*) NEED={tmp_path}/done-0 ;; esac; " + step % tmp_path)
+    job = client.submit(cmd, array=range(10), deps=deps, stdout="none", stderr="none")
+    after = client.submit(f"touch {tmp_path}/after", depends_on=job, stdout="none",
+                          stderr="none")
+    assert after.info()["spec"]["after"] == [job.id]
+    assert job.wait().ok and after.wait().ok
+    tasks = {t.id: t for t in job.tasks()}
+    assert all(tasks[i].start >= tasks[0].end - 0.01 for i in range(1, 9))
+    assert tasks[9].start >= max(tasks[i].end for i in range(1, 9)) - 0.01
+    assert (tmp_path / "after").exists()
+    # a failure: task 1 fails, task 2 (which waits for it) is canceled with the reason
+    failing = client.submit("test $HPCQUEUE_TASK_ID -ne 1", array="0-2", deps={2: [1]},
+                            stdout="none", stderr="none")
+    summary = failing.wait()
+    assert (summary.finished, summary.failed, summary.canceled) == (1, 1, 1)
+    assert failing.task(2).error == "canceled: task 1 it depends on failed"
+    with pytest.raises(hpcqueue.UsageError, match="cycle: task 0 -> task 1 -> task 0"):
+        client.submit("true", array="0-1", deps={0: [1], 1: [0]})
+    with pytest.raises(hpcqueue.NotFound, match="no job 999"):
+        client.submit("true", depends_on=999)
+
+
 def test_a_closed_cluster_is_unreachable(tmp_path):
     with hpcqueue.LocalCluster(workers=1, cpus=1) as cluster:
         client = cluster.client()

@@ -176,6 +176,11 @@ OPEN_SPEC = dict(LINES_SPEC, name="stream", ids=[[0, 1, 1]], entries=["echo 1", 
 FUNCTION_SPEC = dict(SPEC, name="calls", kind="function", cmd=None, ids=[[0, 2, 1]],
                      entries=["gAQu", "gAQu", "gAQu"], function="gASVAAAA", max_retries=0,
                      retry_delay=None, retry_timeout=None, stdout="none", priority=10)
+#: tasks that wait for tasks of their job (job 6), and a job that waits for jobs 2 and 6 (job 7)
+DEPS_SPEC = dict(SPEC, name="deps", kind="json", ids=[[0, 3, 1]],
+                 entries=["{}", "{}", "{}", "{}"], max_retries=0, retry_delay=None,
+                 retry_timeout=None, task_deps=[[1, [0]], [2, [0]], [3, [1, 2]]])
+AFTER_SPEC = dict(LINES_SPEC, name="after", after=[2, 6])
 PARAMS = QueueParams(scheduler="slurm", time_limit=3600.0, name="q1", partition="cpu",
                      cpus=4, gpus=1, mem="4G", env={"A": "1"}, modules=["gcc"],
                      extra_args=["--exclusive"]).to_dict()
@@ -203,7 +208,8 @@ class Server:
         self.run(HANDLERS["alloc_add"](core, {"params": PARAMS, "dry_run": False}))
         core.record({"e": "alloc_new", "queue": 1, "id": "1.1", "job_id": "100",
                      "dir": str(server_dir / "1.1"), "workers": 1, "t": time.time()})
-        for spec in (SPEC, LINES_SPEC, GPU_SPEC, OPEN_SPEC, FUNCTION_SPEC):
+        for spec in (SPEC, LINES_SPEC, GPU_SPEC, OPEN_SPEC, FUNCTION_SPEC, DEPS_SPEC,
+                     AFTER_SPEC):
             core.submit(check_spec(spec))
         for wid in (1, 2):
             core.live[wid] = self.peer()
@@ -278,7 +284,8 @@ def observable(state: ServerState):
                         repr(j.mean_runtime), requeued, j.open, repr(j.ids.ranges),
                         repr(j.entries), j.retry_delay, j.retry_timeout,
                         sorted(j.retry_at.items()), sorted(j.failed_since.items()),
-                        sorted(j.results.items()))
+                        sorted(j.results.items()), sorted(j.waiting_on),
+                        sorted(j.unmet.items()), j.reason)
     delayed = sorted(e for e in state.delayed
                      if e[1] in state.jobs and state.jobs[e[1]].retry_at.get(e[2]) == e[0])
     workers = {w.id: (repr(w.info), w.connected, w.state, w.ended, w.reason, w.cpus, w.res,
@@ -291,8 +298,11 @@ def observable(state: ServerState):
                              a.first_task, a.last_task)
                       for a in q.allocations.values()})
               for q in state.alloc.queues.values()}
+    # the jobs each job's end releases (a job canceled while it waited is skipped there)
+    after = sorted((dep, j.id) for dep, waiting in state.after.items() for j in waiting
+                   if not j.done)
     return (jobs, workers, queues, sorted(state.ready), state.next_job_id,
-            state.next_worker_id, state.alloc.next_queue_id, delayed)
+            state.next_worker_id, state.alloc.next_queue_id, delayed, after)
 
 
 def assert_replays(server: Server):
@@ -335,6 +345,10 @@ def assert_sane(state: ServerState):
         assert all(type(v) is int and 0 <= v <= MAX_COUNT for v in job.res.values()), spec
         assert 0 <= job.time_request <= MAX_SECONDS, spec
         assert all(0 <= a <= b <= MAX_TASK_ID for a, b, _ in job.ids.ranges), spec
+        # dependencies: resolved job ids (never a selector), of jobs submitted before it
+        assert all(type(d) is int and 1 <= d < job.id for d in spec.get("after", ())), spec
+        assert not (job.waiting_on and job.id in state.ready), spec
+        assert all(k > 0 and job.task_state(i) == WAITING for i, k in job.unmet.items()), spec
     for w in state.workers.values():
         json.dumps(w.info, allow_nan=False)
         assert type(w.cpus) is int and 1 <= w.cpus <= MAX_COUNT, w.info
@@ -347,6 +361,8 @@ def assert_sane(state: ServerState):
 
 VALID = {
     "submit": [{"spec": SPEC}, {"spec": LINES_SPEC}, {"spec": GPU_SPEC}, {"spec": OPEN_SPEC},
+               {"spec": dict(DEPS_SPEC, after="1-2,last", after_any=True)},
+               {"spec": dict(AFTER_SPEC, after=[1, 7])},
                {"spec": dict(OPEN_SPEC, ids=[], entries=[])}],
     "append": [{"job": 4, "entries": ["echo 3", "echo 4"]}, {"job": 4, "entries": []},
                {"job": "last", "entries": ["x"]}],

@@ -82,7 +82,8 @@ def attributes(obj) -> list[str]:
 
 
 #: attributes compared apart (derived indexes) or not at all (caches, bound methods)
-STATE_APART = {"jobs", "workers", "ready", "alloc", "_ready_order", "_handlers", "delayed"}
+STATE_APART = {"jobs", "workers", "ready", "alloc", "_ready_order", "_handlers", "delayed",
+               "after"}
 QUEUE_APART = {"allocations", "decisions"}  # decisions: not journaled
 BOOK_APART = {"queues", "by_id"}
 
@@ -106,6 +107,14 @@ def comparable(state: ServerState, loose: bool = False) -> dict:
         for name in attributes(w):
             out[f"worker {wid}.{name}"] = value(getattr(w, name))
     out["ready"] = sorted(state.ready)
+    # the jobs waiting for each job (a job canceled while it waited may linger in the live
+    # lists: it is skipped there, and a snapshot leaves it out)
+    out["after"] = {dep: ids for dep, waiting in sorted(state.after.items())
+                    if (ids := [j.id for j in waiting if not j.done])}
+    out["after are the jobs' waiting_on"] = sorted(
+        (dep, j.id) for dep, waiting in state.after.items() for j in waiting
+        if not j.done) == sorted((dep, j.id) for j in state.jobs.values()
+                                 for dep in j.waiting_on)
     # the heap of delayed retries: its entries that still hold (a canceled job's stay in the
     # live heap until their time), and that they are every job's delayed retries
     valid = sorted(e for e in state.delayed if e[1] in state.jobs
@@ -188,6 +197,25 @@ class History:
         elif b % 3 == 2:  # --each-line
             spec.update(kind="lines", cmd=None, shell=True, ids=[[0, n - 1, 1]],
                         entries=[f"echo line {i}" for i in range(n)])
+        self.record(e="job", id=self.live.next_job_id, spec=spec)
+
+    def do_depend(self, a, b, c):
+        """A job with dependencies: on up to two jobs (any end with C % 3 == 0), and tasks
+        that wait for the one before them (every other task) or for the first two."""
+        n = 2 + a % 6
+        spec = {"name": f"dep{a}", "kind": "json", "cmd": ["/bin/true"], "shell": False,
+                "ids": [[0, n - 1, 1]], "entries": [str(i) for i in range(n)], "cpus": 1,
+                "res": {}, "priority": b % 3, "max_retries": c % 2, "crash_limit": 2,
+                "time_limit": None, "time_request": None, "stdout": "none", "stderr": "none",
+                "cwd": None, "env": {}, "submit_dir": "/home/u"}
+        if b % 2 == 0:
+            spec["task_deps"] = [[k, [k - 1] if k % 2 else [0, 1]] for k in range(2, n)] \
+                or [[1, [0]]]
+        ids = list(self.live.jobs)
+        if ids and b % 4 != 2:
+            spec["after"] = sorted({ids[a % len(ids)], ids[c % len(ids)]})
+            if c % 3 == 0:
+                spec["after_any"] = True
         self.record(e="job", id=self.live.next_job_id, spec=spec)
 
     def _open_jobs(self):
@@ -368,7 +396,8 @@ class History:
 
 STEPS = sorted(name[3:] for name in vars(History) if name.startswith("do_"))
 # what a server mostly does: hand out tasks and take results
-WEIGHTED = STEPS + ["dispatch"] * 4 + ["results"] * 6 + ["submit", "connect", "gone"]
+WEIGHTED = STEPS + ["dispatch"] * 4 + ["results"] * 6 + ["submit", "connect", "gone"] + [
+    "depend"] * 2
 
 
 def history(steps) -> History:
@@ -480,6 +509,11 @@ RICH = [
     ("close", 0, 0, 0),       # the first open job takes no more
     ("append", 0, 1, 0),      # the second gets two tasks, and stays open
     ("dispatch", 0, 0, 0), ("results", 0, 3, 1),
+    # dependencies: on jobs still running, on one that failed or was canceled, and tasks
+    # that wait for tasks (some released by results, one canceled by a failure)
+    ("depend", 0, 0, 1), ("depend", 3, 2, 4), ("depend", 5, 1, 3), ("depend", 4, 6, 4),
+    ("dispatch", 0, 0, 0),
+    ("results", 0, 3, 1), ("dispatch", 0, 0, 0), ("fail", 0, 3, 0), ("dispatch", 0, 0, 0),
 ]
 
 
@@ -493,6 +527,9 @@ def test_rich_history_covers_what_it_should():
     assert any(j.state is not None and max(j.retries) for j in jobs)
     assert any(w.state.value == "lost" for w in live.workers.values())
     assert any(w.tasks for w in live.workers.values()) and live.ready
+    assert any(j.waiting_on for j in jobs) and any(j.unmet for j in jobs)
+    assert any(j.reason for j in jobs) and any(
+        j.dependants and "depends on failed" in str(j.errors) for j in jobs)
     assert any(a.workers for a in live.alloc.by_id.values())
     assert any(a.live_workers for a in live.alloc.by_id.values())
     assert {a.state.value for a in live.alloc.by_id.values()} >= {"running", "finished"}
@@ -612,7 +649,8 @@ def test_every_attribute_is_carried_or_derived():
     snap = snapshot.dump(state)
     head, job_ev = snap[0], snap[1]
     from_spec = {"ids", "entries", "n", "cpus", "res", "priority", "time_request",
-                 "crash_limit", "max_retries", "retry_delay", "retry_timeout"}
+                 "crash_limit", "max_retries", "retry_delay", "retry_timeout",
+                 "deps", "dependants"}  # the lists of task dependencies: from task_deps
     columns = {name for name, _ in snapshot.COLUMNS}
     assert set(Job.__slots__) == (set(job_ev) - {"e", "chunks"}) | from_spec | columns
     assert {f.name for f in dataclasses.fields(WorkerRecord)} == set(head["workers"][0])
@@ -623,6 +661,7 @@ def test_every_attribute_is_carried_or_derived():
     assert set(vars(ServerState())) == STATE_APART | {
         "next_job_id", "next_worker_id", "just_done", "to_kill",
         "unique",  # derived: rebuilt from the specs of unfinished jobs
+        "after",  # derived: rebuilt from the jobs' waiting_on
         "just_failed"}  # a per-apply output, like just_done
 
 

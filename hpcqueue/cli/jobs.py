@@ -98,6 +98,11 @@ def job_info(ctx, job_id, output):
         ("stdout", spec.get("stdout")), ("stderr", spec.get("stderr")),
         ("submit dir", spec.get("submit_dir")),
     ]
+    if spec.get("after"):
+        pairs.append(("depends on", "jobs " + ",".join(map(str, spec["after"]))
+                      + (" (to end, however)" if spec.get("after_any") else "")))
+    if j.get("reason"):  # canceled by a dependency
+        pairs.append(("canceled because", j["reason"]))
     if j.get("waiting_because"):  # only when its waiting tasks cannot run as things are
         pairs.append(("waiting because", j["waiting_because"]["message"]))
     print_fields(pairs)

@@ -97,6 +97,25 @@ def task_options(fn):
     return fn
 
 
+def dependency_options(fn):
+    """`submit`'s options for a job that waits for other jobs (see hpcqueue.deps)."""
+    options = [
+        click.option("--depends-on", "depends_on", metavar="JOBS",
+                     help="Start only when these jobs have ended with every task finished, "
+                          "e.g. 3, 1-3,7 or last; if one fails or is canceled, this job is "
+                          "canceled with the reason."),
+        click.option("--depends-on-ok", "depends_on_ok", is_flag=True,
+                     help="With --depends-on: say so explicitly (the default): every task "
+                          "of those jobs must have succeeded."),
+        click.option("--depends-on-any", "depends_on_any", is_flag=True,
+                     help="With --depends-on: start once those jobs have ended, however "
+                          "they ended (not canceled when one fails)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 #: `submit --each-line -` from a pipe sends its lines in bundles: every N lines, or DUR after
 #: the first line not yet sent, whichever comes first (hypershell's -b and -w)
 DEFAULT_BUNDLE_SIZE = 100  # lines: a request per 100 tasks keeps a fast producer cheap

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 import click
 
 from hpcqueue.cli.common import check_reply, get_server_dir, server_dir_option
-from hpcqueue.cli.jobspec import Bundling, bundling, stream_options, task_options
+from hpcqueue.cli.jobspec import (
+    Bundling, bundling, dependency_options, stream_options, task_options,
+)
 from hpcqueue.cli.output import emit, output_option, with_times
 from hpcqueue.exceptions import (
     HpcqueueError, NoServerError, ProtocolError, RequestError, UsageError,
@@ -42,6 +44,7 @@ class Interrupted(HpcqueueError):
 @server_dir_option
 @task_options
 @stream_options
+@dependency_options
 @click.option("--failures", "failures_path", metavar="PATH",
               help="Write each task that fails for good to PATH as it fails (its line, JSON "
                    "element, or command with HPCQUEUE_TASK_ID); stays until the job ends.")
@@ -63,6 +66,7 @@ def submit(ctx, command, wait, progress, failures_path, print_failures, output, 
       hpcqueue submit --each-line params.txt -- ./sim.sh   # HPCQUEUE_ENTRY = a line
       hpcqueue submit --each-line commands.txt        # each line is a shell command
       tail -f tasks.txt | hpcqueue submit --each-line -    # each line runs as it comes
+      hpcqueue submit --depends-on last -- ./reduce.sh     # after the last job succeeded
     """
     if print_failures and output in ("json", "ndjson"):
         raise UsageError(f"--print-failures writes the failures to stdout: it cannot be "

@@ -26,6 +26,11 @@ Its delayed retries (``retry_at``) and first failures (``failed_since``) travel 
 ``[index, time]`` pairs; the state's heap of delayed retries is derived from them.  A
 snapshot without them (written before they existed) has none.  A function job's results
 travel as ``[index, result]`` pairs (``results``), as its ``done`` events carried them.
+Dependencies (:mod:`hpcqueue.deps`): the jobs a job still waits for (``waiting_on``, from
+which the state's ``after`` index is derived), the count of unfinished tasks each waiting
+task of it still waits for (``unmet``, ``[index, count]`` pairs) and why a dependency
+canceled it (``reason``); its lists of task dependencies come from its spec.  A snapshot
+without them (written before they existed) has none.
 
 Caches that are not journaled (an allocation queue's recent decisions) come back empty, and
 so do the per-apply outputs ``just_done``, ``to_kill`` and ``just_failed``.
@@ -124,6 +129,9 @@ def _job_dict(job: Job, chunks: int) -> dict:
         "retry_at": [[i, t] for i, t in job.retry_at.items()],
         "failed_since": [[i, t] for i, t in job.failed_since.items()],
         "results": [[i, r] for i, r in job.results.items()],
+        "waiting_on": sorted(job.waiting_on),
+        "unmet": [[i, k] for i, k in job.unmet.items()],
+        "reason": job.reason,
     }
 
 
@@ -184,6 +192,7 @@ def _load_snapshot(state: ServerState, ev: dict) -> None:
                            f"hpcqueue reads format {FORMAT}: use the release that wrote it")
     # emptied in place: other objects (the event handlers, the server) hold these
     state.jobs.clear()
+    state.after.clear()
     state.ready.clear()
     state.delayed.clear()
     state._ready_order = None
@@ -258,6 +267,11 @@ def _load_job(state: ServerState, ev: dict) -> None:
     job.results = {i: r for i, r in ev.get("results", ())}
     for i, t in job.retry_at.items():
         heappush(state.delayed, (t, job.id, i))
+    job.waiting_on = set(ev.get("waiting_on", ()))
+    for dep_id in sorted(job.waiting_on):
+        state.after.setdefault(dep_id, []).append(job)
+    job.unmet = {i: k for i, k in ev.get("unmet", ())}
+    job.reason = ev.get("reason")
     if ev["chunks"]:
         for name, code in COLUMNS:  # filled by the snapcols events that follow
             setattr(job, name, bytearray() if code is None else array(code))

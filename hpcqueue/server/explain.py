@@ -4,6 +4,9 @@ started (progress).  Pure functions of the jobs, the workers, the queues and the
 
 Why a waiting task waits, in the order it is decided (:func:`explain_task`):
 
+0. ``dependency``: its job waits for other jobs ("waiting for job N"), or the task waits for
+   tasks of its job that have not finished ("waiting for task T"): see
+   :mod:`hpcqueue.deps`;
 1. ``retry-delay``: it failed and waits for its ``--retry-delay`` (until ``until``);
 2. ``cpus``, ``resource``, ``time-left``: no connected worker could ever run it (too few
    cpus, too little of a resource, or less time left than its ``--time-request``); each
@@ -34,15 +37,15 @@ from dataclasses import dataclass, field
 
 from hpcqueue.autoalloc import policy
 from hpcqueue.jobs import Job
-from hpcqueue.model import STATE_CODES, WAITING, format_duration
+from hpcqueue.model import CANCELED, STATE_CODES, WAITING, format_duration
 from hpcqueue.server.dispatch import prefetch, room_for
 from hpcqueue.state import WorkerRecord
 
 #: the reasons a waiting task can be given, in the order they are decided
-REASONS = ("retry-delay", "cpus", "resource", "time-left", "no-worker", "no-queue",
+REASONS = ("dependency", "retry-delay", "cpus", "resource", "time-left", "no-worker", "no-queue",
            "allocation", "behind", "busy", "dispatching")
 #: reasons that mean the task cannot run until something changes (`job info` shows them)
-CANNOT_RUN = frozenset({"retry-delay", "cpus", "resource", "time-left", "no-worker",
+CANNOT_RUN = frozenset({"dependency", "retry-delay", "cpus", "resource", "time-left", "no-worker",
                         "no-queue"})
 
 
@@ -151,8 +154,38 @@ def explain_task(job: Job, index: int, workers: list[WorkerRecord],
     code = job.task_state(index)
     state = STATE_CODES[code].value
     if code != WAITING:
+        why = job.errors.get(index) or job.reason if code == CANCELED else None
+        if why:  # e.g. canceled by a dependency that failed
+            return Explanation(state, None, f"the task is {state}, not waiting: {why}")
         return Explanation(state, None, f"the task is {state}, not waiting")
+    waits = dependency(job, index)
+    if waits is not None:
+        return waits
     return _explain_waiting(job, job.retry_at.get(index), workers, queues, ready, now)
+
+
+def dependency(job: Job, index: int | None = None) -> Explanation | None:
+    """Why JOB (or its task INDEX) waits for a dependency, or None if it does not."""
+    if job.waiting_on:
+        ids = sorted(job.waiting_on)
+        which = (f"job {ids[0]}" if len(ids) == 1
+                 else "jobs " + ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10
+                                                                else ""))
+        how = ("to end" if job.spec.get("after_any")
+               else "to end with every task finished")
+        return Explanation("waiting", "dependency", f"waiting for {which} {how}",
+                           [f"it depends on job(s) {', '.join(map(str, job.spec['after']))}"])
+    if index is None:  # the job: when none of its waiting tasks may run, as for the first
+        if not job.unmet or job.available > 0:
+            return None
+        index = next(iter(job.unmet))
+    before = job.blocked_by(index)
+    if not before:
+        return None
+    which = f"task {before[0]}" if len(before) == 1 else \
+        "tasks " + ", ".join(map(str, before[:10])) + (", ..." if len(before) > 10 else "")
+    return Explanation("waiting", "dependency",
+                       f"waiting for {which} (of this job) to finish")
 
 
 def explain_job(job: Job, workers: list[WorkerRecord],
@@ -162,6 +195,9 @@ def explain_job(job: Job, workers: list[WorkerRecord],
     none waiting.  When all of them wait for a retry delay, it is the earliest one's."""
     if job.waiting <= 0 or job.canceled:
         return None
+    waits = dependency(job)
+    if waits is not None:
+        return waits
     until = min(job.retry_at.values()) if job.available <= 0 and job.retry_at else None
     return _explain_waiting(job, until, workers, queues, ready, now)
 

@@ -13,12 +13,13 @@ import time
 from bisect import bisect_right
 from itertools import chain
 
-from hpcqueue import calls
+from hpcqueue import calls, deps
 from hpcqueue.exceptions import NotFound, RequestError, UsageError
 from hpcqueue.jobs import MAX_CRASH_LIMIT, MAX_RETRIES
 from hpcqueue.listing import PAGE_ROWS, PAGE_ROWS_ENTRIES, list_page
 from hpcqueue.model import (
     ENV_NAME,
+    IdRanges,
     MAX_COUNT,
     MAX_SECONDS,
     MAX_TASK_ID,
@@ -289,7 +290,55 @@ def check_spec(spec) -> dict:
         checked["stream"] = stream
     if function is not None:  # as "open"
         checked["function"] = function
+    checked.update(_check_deps(spec, ids, is_open))  # as "open"
     return checked
+
+
+def _check_deps(spec: dict, ids: list, is_open: bool) -> dict:
+    """The dependency keys of a spec (``after``, ``after_any``, ``task_deps``: see
+    :mod:`hpcqueue.deps`), only those given; ``after`` stays as sent (a selector or ids) until
+    :func:`submit` resolves it against the jobs."""
+    out: dict = {}
+    try:
+        after = deps.check_after(spec.get("after"))
+        task_deps = spec.get("task_deps")
+        if task_deps is not None and task_deps != []:
+            if is_open:
+                raise UsageError("an open job cannot have task dependencies: its tasks come "
+                                 "later")
+            out["task_deps"] = deps.check_task_deps(task_deps, IdRanges(ids))
+    except UsageError as e:
+        raise RequestError(str(e)) from None
+    if after is not None:
+        out["after"] = after
+        if check_flag(spec, "after_any"):
+            out["after_any"] = True
+    elif check_flag(spec, "after_any"):
+        raise RequestError("'after_any' needs 'after': the jobs to wait for")
+    return out
+
+
+def _resolve_after(core: Core, after) -> list[int]:
+    """The job ids a spec's ``after`` names, each a job the server holds (a forgotten or
+    never-submitted id is refused, naming it)."""
+    jobs = core.state.jobs
+    if isinstance(after, list):
+        ids = after
+    else:
+        sel = _selector(after, "after")
+        ids = sel.resolve(sorted(jobs))
+        for lo, hi in sel.ranges:  # a range must name jobs only: no gap in it
+            k = lo
+            while k <= hi and k in jobs:
+                k += 1
+            if k <= hi:
+                ids = [k]  # reported below
+                break
+    for job_id in ids:
+        if job_id not in jobs:
+            raise NotFound(f"--depends-on: no job {job_id} (never submitted, or forgotten): "
+                           "`hpcqueue job list` shows the jobs")
+    return sorted(set(ids))
 
 
 def _check_entries(entries) -> None:
@@ -337,6 +386,8 @@ def _unique_key(value) -> str | None:
 @handler("submit")
 def submit(core: Core, req: dict) -> dict:
     spec = check_spec(req.get("spec"))
+    if "after" in spec:
+        spec["after"] = _resolve_after(core, spec["after"])
     key = spec["unique"]
     if key is not None and key in core.state.unique:
         job = core.state.jobs[core.state.unique[key]]
