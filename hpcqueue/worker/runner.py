@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from hpcqueue import calls
 from hpcqueue.model import fill_placeholders, param_hash
 from hpcqueue.worker.reaper import Reaper
+from hpcqueue.worker.resources import IndexPool, task_env
 
 log = logging.getLogger("hpcqueue.worker")
 
@@ -90,12 +91,18 @@ class PreparedJob:
 
 
 class Runner:
-    def __init__(self, loop, cpus: int, res: dict, report, executor: str = "process"):
+    def __init__(self, loop, cpus: int, res: dict, report, executor: str = "process",
+                 indices: dict | None = None, gpu_vendor: str = "nvidia"):
         self.loop = loop
         self.cpus = cpus
         self.free_cpus = cpus
         self.res = dict(res)
         self.free_res = dict(res)
+        #: the free indices of indexed resources (gpus=[0,1]), and the indices each running
+        #: task holds: (job, index) -> {name: [indices]}
+        self.indices = IndexPool(indices or {})
+        self.held: dict[tuple, dict] = {}
+        self.gpu_vendor = gpu_vendor
         self.report = report  # called in the loop thread with a result row
         self.noop = executor == "noop"
         self.jobs: dict[int, PreparedJob] = {}
@@ -168,6 +175,9 @@ class Runner:
         self.free_cpus -= job.cpus
         for n, c in job.res.items():
             self.free_res[n] -= c
+        held = self.indices.take(job.res) if job.res else None
+        if held is not None:
+            self.held[key] = held
         self.running[key] = task
         if self.noop:
             t = time.time()
@@ -368,6 +378,8 @@ class Runner:
         self.free_cpus += job.cpus
         for n, c in job.res.items():
             self.free_res[n] += c
+        if self.held:
+            self.indices.give(self.held.pop(key, None))
         if not self.running and not self.queue:
             self.idle_since = time.monotonic()
         if task is not None:
@@ -407,6 +419,9 @@ class Runner:
             env["HPCQUEUE_WORKER_ID"] = str(self.worker_id)
         if entry is not None and job.function is None:  # (a call's arguments: a file)
             env["HPCQUEUE_ENTRY"] = entry
+        held = self.held.get((job_id, task[1]))
+        if held is not None:
+            env.update(task_env(held, self.gpu_vendor))
         if job.shell and not job.argv:
             argv = ["/bin/sh", "-c", entry or ""]
         else:
