@@ -10,7 +10,7 @@ from conftest import one_clear_line, wait_for
 
 from hpcqueue.exceptions import UsageError
 from hpcqueue.worker.resources import (
-    IndexPool, detect_gpus, parse_worker_resources, task_env,
+    IndexPool, detect_gpus, parse_worker_resources, set_task_env, worker_gpus,
 )
 
 
@@ -40,10 +40,15 @@ def test_index_pool_never_hands_out_an_index_twice():
     assert pool.take({"licenses": 1}) is None  # not indexed: nothing to hold
     pool.give(a)
     assert sorted(pool.take({"gpus": 2})["gpus"]) == sorted(a["gpus"])
-    assert task_env({"gpus": [1, 3]}, "nvidia") == {
-        "HPCQUEUE_RESOURCE_GPUS": "1,3", "CUDA_VISIBLE_DEVICES": "1,3"}
-    assert task_env({"gpus": [1]}, "amd")["ROCR_VISIBLE_DEVICES"] == "1"
-    assert task_env({"fpga.x": [0]}, "nvidia") == {"HPCQUEUE_RESOURCE_FPGA_X": "0"}
+    env = {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    set_task_env(env, {"gpus": [1, 3]}, "nvidia")
+    assert env == {"HPCQUEUE_RESOURCE_GPUS": "1,3", "CUDA_VISIBLE_DEVICES": "1,3"}
+    env = {"HIP_VISIBLE_DEVICES": "0"}  # relative to ROCR's: dropped
+    set_task_env(env, {"gpus": [1]}, "amd")
+    assert env == {"HPCQUEUE_RESOURCE_GPUS": "1", "ROCR_VISIBLE_DEVICES": "1"}
+    env = {}
+    set_task_env(env, {"fpga.x": [0]}, "nvidia")
+    assert env == {"HPCQUEUE_RESOURCE_FPGA_X": "0"}
 
 
 def test_tasks_get_gpu_indices_of_their_own(cluster, tmp_path):
@@ -93,3 +98,13 @@ def test_bad_worker_resource_is_one_clear_line(cluster):
     cluster.start_server()
     p = cluster.hq("worker", "start", "--resource", "gpus=[0,a]", check=False)
     one_clear_line(p, "gpus=[0,a]")
+
+
+def test_a_count_of_gpus_takes_the_first_gpus_found():
+    env = {"CUDA_VISIBLE_DEVICES": "4,5,6"}
+    assert worker_gpus({"gpus": 2}, {}, env) == ("nvidia", {"gpus": 2}, {"gpus": [4, 5]})
+    assert worker_gpus({}, {}, env) == ("nvidia", {"gpus": 3}, {"gpus": [4, 5, 6]})
+    # given indices win; too few found: counted only, as before
+    assert worker_gpus({"gpus": 1}, {"gpus": [7]}, env)[2] == {"gpus": [7]}
+    assert worker_gpus({"gpus": 4}, {}, env)[1:] == ({"gpus": 4}, {})
+    assert worker_gpus({"gpus": 1}, {}, {"ROCR_VISIBLE_DEVICES": "1"})[0] == "amd"

@@ -51,7 +51,8 @@ TUNNEL_HELP = ("Reach the server through an SSH tunnel via HOST, which reaches i
               help="Another resource this worker offers: a count (licenses=4) or indices "
                    "(gpus=[0,1]), each task getting its own (repeatable). Without gpus, "
                    "the worker offers the GPUs it detects (CUDA_VISIBLE_DEVICES, "
-                   "ROCR_VISIBLE_DEVICES or nvidia-smi -L).")
+                   "ROCR_VISIBLE_DEVICES or nvidia-smi -L); gpus=N takes the first N "
+                   "of them.")
 @click.option("--idle-timeout", type=DURATION, help="Stop after being idle this long.")
 @click.option("--time-limit", type=DURATION, help="Stop after running this long.")
 @click.option("--on-server-lost", type=click.Choice(["stop", "reconnect"]), default="stop",
@@ -78,11 +79,7 @@ def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manage
 
     logs.setup(verbose, log_format)
     res, indices = devices.parse_worker_resources(resources)
-    vendor = devices.gpu_vendor()
-    if "gpus" not in res:
-        vendor, gpus = devices.detect_gpus()
-        if gpus:
-            res["gpus"], indices["gpus"] = len(gpus), gpus
+    vendor, res, indices = devices.worker_gpus(res, indices)
     cfg = WorkerConfig(
         server_dir=get_server_dir(ctx), cpus=cpus or default_cpus(), res=res,
         indices=indices, gpu_vendor=vendor, idle_timeout=idle_timeout, time_limit=time_limit,

@@ -20,9 +20,11 @@ from hpcqueue.model import MAX_COUNT, RESOURCE_NAME
 
 log = logging.getLogger("hpcqueue.worker")
 
-#: what each GPU vendor's runtime reads to pick the devices a process sees
-GPU_VARIABLES = {"nvidia": ("CUDA_VISIBLE_DEVICES",),
-                 "amd": ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")}
+#: what each GPU vendor's runtime reads to pick the devices a process sees, by physical
+#: index (HIP_VISIBLE_DEVICES counts among the devices ROCR_VISIBLE_DEVICES leaves: a task is
+#: given ROCR's, and HIP's is dropped)
+GPU_VARIABLES = {"nvidia": "CUDA_VISIBLE_DEVICES", "amd": "ROCR_VISIBLE_DEVICES"}
+DROPPED_VARIABLES = {"amd": ("HIP_VISIBLE_DEVICES",)}
 NVIDIA_SMI_TIMEOUT = 10.0  # seconds `nvidia-smi -L` may take
 _SMI_LINE = re.compile(r"GPU (\d+):")
 _INDEX_LIST = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)?\s*,?\s*\]")
@@ -107,8 +109,7 @@ def detect_gpus(environ: Mapping[str, str] | None = None) -> tuple[str, list[int
     batch job's GPUs: Slurm and PBS set it), else ROCR_VISIBLE_DEVICES (AMD), else what
     `nvidia-smi -L` lists.  ("nvidia", []) when there are none."""
     env = os.environ if environ is None else environ
-    for vendor, var in (("nvidia", "CUDA_VISIBLE_DEVICES"), ("amd", "ROCR_VISIBLE_DEVICES"),
-                        ("amd", "HIP_VISIBLE_DEVICES")):
+    for vendor, var in (("nvidia", "CUDA_VISIBLE_DEVICES"), ("amd", "ROCR_VISIBLE_DEVICES")):
         if var in env:
             idx = _visible(env[var])
             if idx is None:
@@ -119,11 +120,32 @@ def detect_gpus(environ: Mapping[str, str] | None = None) -> tuple[str, list[int
     return "nvidia", nvidia_smi()
 
 
+def worker_gpus(res: dict[str, int], indices: dict[str, list[int]],
+                environ: Mapping[str, str] | None = None):
+    """(vendor, res, indices) of a worker once its GPUs are looked for: with no `gpus`
+    given, those it detects; with `gpus=N` (a count, as an allocation's worker is started
+    with), the first N it detects, so that each task learns its own; with `gpus=[...]`,
+    those indices."""
+    if "gpus" in indices or res.get("gpus", 1) == 0:
+        return gpu_vendor(environ), res, indices
+    vendor, found = detect_gpus(environ)
+    res, indices = dict(res), dict(indices)
+    if "gpus" not in res:
+        if found:
+            res["gpus"], indices["gpus"] = len(found), found
+    elif res["gpus"] and len(found) >= res["gpus"]:
+        indices["gpus"] = found[:res["gpus"]]
+    elif res["gpus"]:
+        log.warning("gpus=%d given but %d GPU(s) found: the worker counts them, and tasks "
+                    "are not told which to use (give gpus=[0,1,...] for that)",
+                    res["gpus"], len(found))
+    return vendor, res, indices
+
+
 def gpu_vendor(environ: Mapping[str, str] | None = None) -> str:
     """Whose variables tell a task its GPUs: AMD's when the worker sees only those."""
     env = os.environ if environ is None else environ
-    if "CUDA_VISIBLE_DEVICES" not in env and (
-            "ROCR_VISIBLE_DEVICES" in env or "HIP_VISIBLE_DEVICES" in env):
+    if "CUDA_VISIBLE_DEVICES" not in env and "ROCR_VISIBLE_DEVICES" in env:
         return "amd"
     return "nvidia"
 
@@ -162,13 +184,12 @@ class IndexPool:
             self.free[name].extend(idx)
 
 
-def task_env(held: Mapping[str, list[int]], vendor: str) -> dict[str, str]:
-    """The variables that tell a task the indices it holds."""
-    env = {}
+def set_task_env(env: dict[str, str], held: Mapping[str, list[int]], vendor: str) -> None:
+    """Tell a task (its environment ENV) the indices it holds."""
     for name, idx in held.items():
         text = ",".join(map(str, idx))
         env[env_name(name)] = text
         if name == "gpus":
-            for var in GPU_VARIABLES.get(vendor, GPU_VARIABLES["nvidia"]):
-                env[var] = text
-    return env
+            env[GPU_VARIABLES.get(vendor, GPU_VARIABLES["nvidia"])] = text
+            for var in DROPPED_VARIABLES.get(vendor, ()):
+                env.pop(var, None)

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from hpcqueue import calls
 from hpcqueue.model import fill_placeholders, param_hash
 from hpcqueue.worker.reaper import Reaper
-from hpcqueue.worker.resources import IndexPool, task_env
+from hpcqueue.worker.resources import IndexPool, set_task_env
 
 log = logging.getLogger("hpcqueue.worker")
 
@@ -421,7 +421,7 @@ class Runner:
             env["HPCQUEUE_ENTRY"] = entry
         held = self.held.get((job_id, task[1]))
         if held is not None:
-            env.update(task_env(held, self.gpu_vendor))
+            set_task_env(env, held, self.gpu_vendor)
         if job.shell and not job.argv:
             argv = ["/bin/sh", "-c", entry or ""]
         else:
