@@ -2,6 +2,7 @@
 --each-line; a missing --cwd and lines that are not UTF-8."""
 
 import json
+import os
 import time
 
 import pytest
@@ -9,6 +10,7 @@ from conftest import one_clear_line
 
 from hpcqueue.exceptions import UsageError
 from hpcqueue.jobspec import make_spec, read_lines
+from hpcqueue.worker import oom
 
 
 def job(cluster, ref="1"):
@@ -125,3 +127,24 @@ def test_spec_of_the_task_options():
                      submit_dir="/")
     assert (spec["max_fails"], spec["task_dir"], spec["stdin"]) == (3, "remove", b"x")
     assert "max_fails" not in make_spec({}, ["true"], submit_dir="/")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/oom_score_adj"), reason="Linux only")
+def test_the_oom_killer_picks_a_task_before_its_worker(cluster, tmp_path):
+    cluster.start_server()
+    cluster.start_worker()
+    cluster.hq("submit", "--", "sh", "-c", "sleep 0.3; cat /proc/$$/oom_score_adj",
+               cwd=tmp_path)
+    cluster.hq("job", "wait", "1", timeout=60)
+    own = int(open("/proc/self/oom_score_adj").read())  # the worker inherits ours
+    assert int((tmp_path / "job-1" / "0.stdout").read_text()) == min(1000, own + 500)
+
+
+def test_oom_watch_tells_when_the_oom_killer_struck(tmp_path):
+    events = tmp_path / "memory.events"
+    events.write_text("low 0\noom 0\noom_kill 2\n")
+    watch = oom.OomWatch()
+    watch.path, watch.seen = str(events), 2
+    assert not watch.killed()
+    events.write_text("low 0\noom 1\noom_kill 3\n")
+    assert watch.killed() and not watch.killed()

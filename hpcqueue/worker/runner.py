@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hpcqueue import calls
 from hpcqueue.model import fill_placeholders, param_hash
+from hpcqueue.worker import oom
 from hpcqueue.worker.reaper import Reaper
 from hpcqueue.worker.resources import IndexPool, set_task_env
 
@@ -130,6 +131,8 @@ class Runner:
         self.pipes: dict[tuple, list] = {}
         # kills the tasks' process groups if this worker dies
         self.reaper = None if self.noop else Reaper.start(log)
+        #: tells when the OOM killer struck (tasks are its first pick: oom.prefer_task)
+        self.oom = None if self.noop else oom.OomWatch()
         #: function tasks (hpcqueue.calls): results over this many bytes go to a file; the
         #: server dir, under which they go when the job keeps no stdout; the files of
         #: running calls, (job, index) -> (args path, outcome path, stdout path or None);
@@ -249,6 +252,8 @@ class Runner:
             msg = f"time limit of {job.time_limit:g}s exceeded"
         elif code < 0:
             msg = f"killed by signal {signal.Signals(-code).name}"
+            if code == -signal.SIGKILL and self.oom is not None and self.oom.killed():
+                msg += " (out of memory: the kernel's OOM killer)"
         else:
             msg = f"exit code {code}" if code else None
         pipes = self.pipes.pop(key, None)
@@ -523,6 +528,7 @@ class Runner:
         except OSError as e:
             failure = (126, f"cannot start {argv[0]!r}: {e.strerror}")
         else:
+            oom.prefer_task(proc.pid)
             return proc, None, reads
         finally:
             for f in (out, err, stdin):
