@@ -350,7 +350,9 @@ class Job:
                 self.state[i] = FAILED
                 self.exit[i] = -1
                 self.counts[FAILED] += 1
-                self.errors[i] = f"its worker was lost {self.crashes[i]} times (crash limit)"
+                self.errors[i] = (f"its worker was lost {self.crashes[i]} times (crash "
+                                  "limit); a lost worker cannot tell which of its tasks "
+                                  "caused it, so each task it ran was charged")
                 if self.failed_since:
                     self.failed_since.pop(i, None)
                 if self.dependants is not None:

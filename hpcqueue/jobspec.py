@@ -40,18 +40,32 @@ def task_line(line: str, shell: bool) -> bool:
 
 
 def read_lines(path: str) -> list[str]:
+    """The non-blank lines of --each-line's file (`-`: stdin); UsageError naming the line
+    that is not UTF-8 text or holds a NUL (a task's line cannot)."""
     try:
         if path == "-":
-            text = sys.stdin.read()
+            data = sys.stdin.buffer.read()
         else:
-            with open(path, encoding="utf-8", errors="surrogateescape") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                data = f.read()
     except FileNotFoundError:
         raise UsageError(f"--each-line: no such file {path!r}") from None
     except IsADirectoryError:
         raise UsageError(f"--each-line: {path!r} is a directory, not a file") from None
     except OSError as e:
         raise UsageError(f"--each-line: cannot read {path!r}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        lineno = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise UsageError(f"--each-line {path!r}: line {lineno} is not UTF-8 text (byte "
+                         f"0x{data[e.start]:02x} at column {column}); convert the file, e.g. "
+                         "with `iconv -f latin1 -t utf-8`") from None
+    if "\0" in text:
+        lineno = text.count("\n", 0, text.index("\0")) + 1
+        raise UsageError(f"--each-line {path!r}: line {lineno} holds a NUL character, which "
+                         "a task's line cannot")
     return [line for line in text.splitlines() if line.strip()]
 
 
@@ -81,6 +95,11 @@ def build_spec(opts: dict, command: tuple[str, ...], default_output: str | None 
         lines = [] if stream else read_lines(opts["each_line"])
     items = read_json(opts["from_json"]) if opts.get("from_json") else None
     source = opts.get("each_line") or opts.get("from_json")
+    if opts.get("stdin"):
+        if opts["stdin"] == "-" and "-" in (opts.get("each_line"), opts.get("from_json")):
+            raise UsageError("--stdin - cannot be combined with --each-line - or "
+                             "--from-json -: stdin gives one of them")
+        opts = {**opts, "stdin_data": read_stdin_option(opts["stdin"])}
     return make_spec(opts, command, lines=lines, items=items,
                      source=repr(source) if source else "", submit_dir=os.getcwd(),
                      default_output=default_output, stream=stream)
@@ -124,9 +143,14 @@ def make_spec(opts: dict, command: Sequence[str], *, lines: list[str] | None = N
         if len(entries) > MAX_TASKS_PER_JOB:
             raise UsageError(f"too many tasks ({len(entries):,}); split the file")
         ranges = [[0, len(entries) - 1, 1]] if entries else []
+        if opts.get("tasks"):
+            ranges, entries = _some_tasks(opts["tasks"], entries, source, stream)
     else:
         ranges = [[0, 0, 1]]
         kind = "single"
+    if opts.get("tasks") and entries is None:
+        raise UsageError("--tasks picks tasks of --each-line or --from-json (by their ids: "
+                         "0 for the first); with --array, give the ids to --array")
     if not cmd and not shell:
         raise UsageError("no command: give it after `--`, e.g. `hpcqueue submit -- ./sim.sh`")
     stream_dir = opts.get("stream")
@@ -183,6 +207,7 @@ def make_spec(opts: dict, command: Sequence[str], *, lines: list[str] | None = N
     if stream:
         spec["open"] = True
     spec.update(dependency_fields(opts, items, ranges, stream))
+    spec.update(task_extras(opts))
     return spec
 
 
@@ -220,6 +245,60 @@ def dependency_fields(opts: dict, items: list[str] | None, ranges: list,
         if stream:
             raise UsageError("tasks read from stdin as they come cannot have dependencies")
         out["task_deps"] = deps.check_task_deps(task_deps, IdRanges(ranges))
+    return out
+
+
+def _some_tasks(text: str, entries: list[str], source: str, stream: bool):
+    """(id ranges, their entries) of `--tasks RANGE`: the tasks keep the ids they have in
+    the whole file (0 for its first task), so that failed ones run again under their ids."""
+    if stream:
+        raise UsageError("--tasks cannot be combined with --each-line - read as it comes: "
+                         "save the lines to a file and give that")
+    ids = parse_array(text, "--tasks")
+    last = ids.ranges[-1][1]
+    if last >= len(entries):
+        raise UsageError(f"--tasks {text}: {source or 'the list of tasks'} holds "
+                         f"{len(entries):,} tasks (ids 0-{len(entries) - 1}), not task {last}")
+    return [list(r) for r in ids.ranges], [entries[i] for i in ids]
+
+
+#: bytes of `--stdin` a job may hold: it is kept once per job, in its spec and its journal
+MAX_STDIN = 16 << 20
+
+
+def read_stdin_option(path: str) -> bytes:
+    """The bytes of `--stdin FILE` (`-`: this process's stdin, read once)."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_STDIN + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_STDIN + 1)
+    except FileNotFoundError:
+        raise UsageError(f"--stdin: no such file {path!r}") from None
+    except IsADirectoryError:
+        raise UsageError(f"--stdin: {path!r} is a directory, not a file") from None
+    except OSError as e:
+        raise UsageError(f"--stdin: cannot read {path!r}: {e.strerror}") from None
+    if len(data) > MAX_STDIN:
+        raise UsageError(f"--stdin {path!r} is over {MAX_STDIN >> 20} MiB: put it in a file "
+                         "the tasks read (e.g. in a shared folder) instead")
+    return data
+
+
+def task_extras(opts: dict) -> dict:
+    """The spec keys of --max-fails, --stdin, --task-dir and --keep-task-dir-on-fail, only
+    those given (the specs of other jobs stay as they were)."""
+    out: dict = {}
+    if opts.get("max_fails"):
+        out["max_fails"] = opts["max_fails"]
+    if opts.get("stdin_data") is not None:
+        out["stdin"] = opts["stdin_data"]
+    if opts.get("keep_task_dir_on_fail") and not opts.get("task_dir"):
+        raise UsageError("--keep-task-dir-on-fail needs --task-dir: it keeps the task's "
+                         "folder when the task fails")
+    if opts.get("task_dir"):
+        out["task_dir"] = "keep-on-fail" if opts.get("keep_task_dir_on_fail") else "remove"
     return out
 
 

@@ -256,35 +256,35 @@ MAX_COUNT = 2**31 - 1  # cpus, resource counts, priorities (either sign)
 MAX_SECONDS = 1e9  # time limits and requests, about 31 years
 
 
-def parse_array(spec: str) -> IdRanges:
-    """Parse `1-1000`, `0-99:2` or `1,5,10-20` into :class:`IdRanges`."""
+def parse_array(spec: str, what: str = "--array") -> IdRanges:
+    """Parse `1-1000`, `0-99:2` or `1,5,10-20` into :class:`IdRanges`; errors name WHAT."""
     hint = "use e.g. 1-1000, 0-99:2 or 1,5,10-20"
     ranges: list[tuple[int, int, int]] = []
     for raw_part in str(spec).split(","):
         part = raw_part.strip()
         m = _RANGE.fullmatch(part)
         if not m:
-            raise UsageError(f"invalid --array {spec!r}: {part!r} is not a range; {hint}")
+            raise UsageError(f"invalid {what} {spec!r}: {part!r} is not a range; {hint}")
         start = int(m.group(1))
         stop = int(m.group(2)) if m.group(2) is not None else start
         step = int(m.group(3)) if m.group(3) is not None else 1
         if stop < start:
             raise UsageError(
-                f"invalid --array {spec!r}: range {part!r} ends before it starts; "
+                f"invalid {what} {spec!r}: range {part!r} ends before it starts; "
                 f"write it low to high, e.g. {stop}-{start}"
             )
         if step < 1:
-            raise UsageError(f"invalid --array {spec!r}: the step in {part!r} must be 1 or more")
+            raise UsageError(f"invalid {what} {spec!r}: the step in {part!r} must be 1 or more")
         stop = start + (stop - start) // step * step
         ranges.append((start, stop, step))
     ranges.sort()
     for (_, a1, _), (b0, _, _) in zip(ranges, ranges[1:]):
         if b0 <= a1:
-            raise UsageError(f"invalid --array {spec!r}: ranges overlap near {b0}; {hint}")
+            raise UsageError(f"invalid {what} {spec!r}: ranges overlap near {b0}; {hint}")
     ids = IdRanges(ranges)
     if len(ids) > MAX_TASKS_PER_JOB:
         raise UsageError(
-            f"--array {spec!r} has {len(ids):,} tasks; one job holds at most "
+            f"{what} {spec!r} has {len(ids):,} tasks; one job holds at most "
             f"{MAX_TASKS_PER_JOB:,}: split it into several submits"
         )
     return ids

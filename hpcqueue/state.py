@@ -73,7 +73,7 @@ class WorkerRecord:
             "state": self.state.value,
             "hostname": self.info.get("hostname"),
             "cpus": self.cpus,
-            "resources": self.res,
+            "resources": {**self.res, **(self.info.get("res_idx") or {})},
             "running": len(self.tasks),
             "finished": self.finished,
             "connected": self.connected,

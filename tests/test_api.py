@@ -310,6 +310,9 @@ def test_the_examples_of_docs_api_run(tmp_path, monkeypatch):
     sim = tmp_path / "sim.sh"
     sim.write_text('#!/bin/sh\necho "sim $HPCQUEUE_TASK_ID $*"\n')
     sim.chmod(0o755)
+    for name in ("step.sh", "report.sh"):  # the workflow's stages
+        (tmp_path / name).write_text('#!/bin/sh\necho "$0 $HPCQUEUE_TASK_ID"\n')
+        (tmp_path / name).chmod(0o755)
     with hpcqueue.LocalCluster(workers=2, cpus=2) as cluster:
         monkeypatch.setenv("HPCQUEUE_SERVER_DIR", str(cluster.server_dir))
         namespace = {"__name__": "__main__"}  # its functions travel by value

@@ -37,6 +37,7 @@ PREFIX = "HPCQUEUE_"
 RESERVED = frozenset({
     # set by a worker for each task it runs (runner.py)
     "HPCQUEUE_JOB_ID", "HPCQUEUE_TASK_ID", "HPCQUEUE_INSTANCE_ID", "HPCQUEUE_ENTRY",
+    "HPCQUEUE_TASK_DIR",
     # set by an allocation's job script for its workers (autoalloc)
     "HPCQUEUE_ALLOC_ID", "HPCQUEUE_ALLOC_END",
     # read by the config layers (hpcqueue/config)

@@ -91,6 +91,22 @@ def task_options(fn):
         click.option("--cwd", metavar="DIR", help="Working directory of each task."),
         click.option("--env", "env", multiple=True, metavar="K=V",
                      help="Set an environment variable for each task (repeatable)."),
+        # issue 14's task options
+        click.option("--tasks", "tasks", metavar="SPEC",
+                     help="With --each-line or --from-json: run only these tasks, under "
+                          "the ids they have in the whole file (0 for its first), e.g. to "
+                          "run failed ones again: 3,17,40-45."),
+        click.option("--max-fails", type=click.IntRange(min=1), metavar="N",
+                     help="Cancel the job once N of its tasks have failed (for good)."),
+        click.option("--stdin", "stdin", metavar="FILE",
+                     help="Give each task FILE on its stdin (`-`: what this command "
+                          "reads on its stdin, read once); kept once per job, at most 16 MiB."),
+        click.option("--task-dir", is_flag=True,
+                     help="Give each task an empty temporary folder ($HPCQUEUE_TASK_DIR), "
+                          "removed when the task ends."),
+        click.option("--keep-task-dir-on-fail", is_flag=True,
+                     help="With --task-dir: keep the folder of a task that failed (its "
+                          "error names it)."),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -47,8 +47,12 @@ TUNNEL_HELP = ("Reach the server through an SSH tunnel via HOST, which reaches i
 @click.option("--cpus", type=click.IntRange(min=1),
               help="CPUs this worker offers (default: the CPUs this process may use; inside "
                    "a task, $HPCQUEUE_CPUS is that task's CPUs).")
-@click.option("--resource", "resources", multiple=True, metavar="NAME=N",
-              help="Another resource this worker offers, e.g. gpus=2 (repeatable).")
+@click.option("--resource", "resources", multiple=True, metavar="NAME=N|NAME=[I,...]",
+              help="Another resource this worker offers: a count (licenses=4) or indices "
+                   "(gpus=[0,1]), each task getting its own (repeatable). Without gpus, "
+                   "the worker offers the GPUs it detects (CUDA_VISIBLE_DEVICES, "
+                   "ROCR_VISIBLE_DEVICES or nvidia-smi -L); gpus=N takes the first N "
+                   "of them.")
 @click.option("--idle-timeout", type=DURATION, help="Stop after being idle this long.")
 @click.option("--time-limit", type=DURATION, help="Stop after running this long.")
 @click.option("--on-server-lost", type=click.Choice(["stop", "reconnect"]), default="stop",
@@ -70,13 +74,15 @@ def start(ctx, cpus, resources, idle_timeout, time_limit, on_server_lost, manage
     import asyncio
 
     from hpcqueue.cli import logs
-    from hpcqueue.model import parse_resources
+    from hpcqueue.worker import resources as devices
     from hpcqueue.worker.agent import Worker, WorkerConfig
 
     logs.setup(verbose, log_format)
+    res, indices = devices.parse_worker_resources(resources)
+    vendor, res, indices = devices.worker_gpus(res, indices)
     cfg = WorkerConfig(
-        server_dir=get_server_dir(ctx), cpus=cpus or default_cpus(),
-        res=parse_resources(resources), idle_timeout=idle_timeout, time_limit=time_limit,
+        server_dir=get_server_dir(ctx), cpus=cpus or default_cpus(), res=res,
+        indices=indices, gpu_vendor=vendor, idle_timeout=idle_timeout, time_limit=time_limit,
         on_server_lost=on_server_lost, executor=executor, handle_signals=True,
         server_host=server_host, tunnel=tunnel,
     )
@@ -150,6 +156,8 @@ def info(ctx, worker_id, output):
     """One worker in detail."""
     import time
 
+    from hpcqueue.worker.resources import format_resource
+
     w = request(ctx, "worker_info", worker=worker_id)
     w.pop("ok", None)
     if output != "table":
@@ -158,7 +166,8 @@ def info(ctx, worker_id, output):
     print_fields([
         ("id", w["id"]), ("state", w["state"]), ("host", w["hostname"]), ("pid", w["pid"]),
         ("cpus", w["cpus"]),
-        ("resources", ", ".join(f"{k}={v}" for k, v in w["resources"].items()) or None),
+        ("resources", ", ".join(f"{k}={format_resource(v)}"
+                                for k, v in w["resources"].items()) or None),
         ("batch job", w["batch_job"]), ("connected", when(w["connected"])),
         ("ended", when(w["ended"])), ("reason", w["reason"]),
         ("time left", format_duration(left) if left is not None else None),

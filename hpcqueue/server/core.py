@@ -29,7 +29,7 @@ import time
 from hpcqueue.calls import DEFAULT_RESULT_LIMIT
 from hpcqueue.exceptions import JournalError, JournalUnavailable
 from hpcqueue.jobs import Job
-from hpcqueue.model import WorkerState
+from hpcqueue.model import FAILED, WorkerState
 from hpcqueue.server import dispatch
 from hpcqueue.state import ServerState
 
@@ -181,10 +181,12 @@ class Core:
 
     def _effects(self, event: dict) -> None:
         state = self.state
+        over = None
         if state.just_failed:  # before just_done: a waiter hears of failures, then the end
             failed, state.just_failed = state.just_failed, []
             for watch in self.failure_watchers:
                 watch(failed)
+            over = self._over_max_fails(failed)
         if state.just_done:
             done, state.just_done = state.just_done, []
             self._jobs_done(done)
@@ -201,6 +203,25 @@ class Core:
             stream(event)
         for watch in self.watches:
             watch.event(event)
+        if over:  # after this event's effects: the cancel is an event of its own
+            for job_id, why in over:
+                log.info("job %d canceled: %s", job_id, why)
+                try:
+                    self.record({"e": "cancel", "ids": [job_id], "why": why, "t": time.time()})
+                except JournalUnavailable:  # its next failure tries again
+                    log.warning("job %d: the cancel of --max-fails waits for the journal",
+                                job_id)
+
+    def _over_max_fails(self, failed: list) -> list[tuple[int, str]]:
+        """(job id, why) of the jobs that FAILED tasks took to their --max-fails."""
+        out = []
+        for job_id in dict.fromkeys(j for j, _ in failed):
+            job = self.state.jobs.get(job_id)
+            limit = job.spec.get("max_fails") if job is not None else None
+            if limit and not job.canceled and not job.done and job.counts[FAILED] >= limit:
+                out.append((job_id, f"{job.counts[FAILED]} of its tasks failed "
+                                    f"(--max-fails {limit})"))
+        return out
 
     def send(self, peer: Peer, message) -> None:
         peer.writer.write(peer.session.seal(message))
@@ -354,5 +375,5 @@ def job_def(job: Job) -> dict:
     spec = job.spec
     return {k: spec.get(k) for k in (
         "kind", "cmd", "shell", "env", "cwd", "stdout", "stderr", "time_limit", "cpus", "res",
-        "submit_dir", "time_request", "stream", "function",
+        "submit_dir", "time_request", "stream", "function", "stdin", "task_dir",
     )}

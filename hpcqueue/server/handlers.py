@@ -16,6 +16,7 @@ from itertools import chain
 from hpcqueue import calls, deps
 from hpcqueue.exceptions import NotFound, RequestError, UsageError
 from hpcqueue.jobs import MAX_CRASH_LIMIT, MAX_RETRIES
+from hpcqueue.jobspec import MAX_STDIN
 from hpcqueue.listing import PAGE_ROWS, PAGE_ROWS_ENTRIES, list_page
 from hpcqueue.model import (
     ENV_NAME,
@@ -291,6 +292,7 @@ def check_spec(spec) -> dict:
     if function is not None:  # as "open"
         checked["function"] = function
     checked.update(_check_deps(spec, ids, is_open))  # as "open"
+    checked.update(_task_extras(spec))
     return checked
 
 
@@ -339,6 +341,33 @@ def _resolve_after(core: Core, after) -> list[int]:
             raise NotFound(f"--depends-on: no job {job_id} (never submitted, or forgotten): "
                            "`hpcqueue job list` shows the jobs")
     return sorted(set(ids))
+
+
+#: what --task-dir may say in a spec: remove the folder always, or keep it if the task fails
+TASK_DIR_MODES = ("remove", "keep-on-fail")
+
+
+def _task_extras(spec: dict) -> dict:
+    """The checked keys of --max-fails, --stdin and --task-dir, only those given (as
+    "open")."""
+    out: dict = {}
+    if spec.get("max_fails") is not None:
+        out["max_fails"] = check_int(spec["max_fails"], "max_fails", 1, MAX_TASKS_PER_JOB)
+    stdin = spec.get("stdin")
+    if stdin is not None:
+        if not isinstance(stdin, bytes):
+            raise RequestError(f"'stdin' must be bytes, not {brief(stdin)}")
+        if len(stdin) > MAX_STDIN:
+            raise RequestError(f"'stdin' holds {len(stdin):,} bytes; a job's stdin is at most "
+                               f"{MAX_STDIN:,}: put it in a file the tasks read instead")
+        out["stdin"] = stdin
+    task_dir = spec.get("task_dir")
+    if task_dir is not None:
+        if task_dir not in TASK_DIR_MODES:
+            raise RequestError(f"'task_dir' must be one of {', '.join(TASK_DIR_MODES)}, not "
+                               f"{brief(task_dir)}")
+        out["task_dir"] = task_dir
+    return out
 
 
 def _check_entries(entries) -> None:
@@ -472,7 +501,10 @@ def job_info(core: Core, req: dict) -> dict:
     job = _job(core, req.get("job"))
     info = job.summary()
     # (not a function job's callable: base64 of a pickle, up to megabytes)
-    spec = {k: v for k, v in job.spec.items() if k not in ("entries", "ids", "function")}
+    spec = {k: v for k, v in job.spec.items()
+            if k not in ("entries", "ids", "function", "stdin")}
+    if "stdin" in job.spec:  # its size: the bytes themselves are the tasks'
+        spec["stdin"] = f"{len(job.spec['stdin']):,} bytes"
     info.update(spec=spec, array=job.ids.spec(), mean_runtime=job.mean_runtime,
                 errors=len(job.errors))
     if job.state is not None:

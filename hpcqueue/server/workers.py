@@ -18,7 +18,7 @@ log = logging.getLogger("hpcqueue.server")
 _INFO_KEYS = {
     "hostname": str, "pid": "n", "cpus": "n", "res": dict, "batch_job": str,
     "remaining": "s", "version": str, "idle_timeout": "s", "time_limit": "s",
-    "manager": str, "group": str, "alloc": str,
+    "manager": str, "group": str, "alloc": str, "res_idx": dict,
 }
 _INF = float("inf")
 _NUMBER = (int, float)
@@ -48,6 +48,11 @@ def _check_info(info) -> dict:
     if not all(isinstance(k, str) and type(v) is int and 0 <= v <= MAX_COUNT
                for k, v in res.items()):
         raise ProtocolError("worker hello: resources must map names to counts")
+    for name, idx in (out.get("res_idx") or {}).items():  # indexed resources: gpus=[0,1]
+        if not (type(idx) is list and res.get(name) == len(idx)
+                and all(type(i) is int and 0 <= i <= MAX_COUNT for i in idx)):
+            raise ProtocolError(f"worker hello: the indices of {name!r} must be a list of "
+                                "as many whole numbers as its count")
     return out
 
 

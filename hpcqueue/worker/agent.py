@@ -49,6 +49,10 @@ class WorkerConfig:
     server_dir: Path
     cpus: int = 1
     res: dict = field(default_factory=dict)
+    #: the indexed resources among `res`: name -> indices (gpus=[0,1]), and whose variables
+    #: tell a task its GPUs (hpcqueue.worker.resources)
+    indices: dict = field(default_factory=dict)
+    gpu_vendor: str = "nvidia"
     idle_timeout: float | None = None
     time_limit: float | None = None
     on_server_lost: str = "stop"
@@ -102,7 +106,8 @@ class Worker:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
-        self.runner = Runner(loop, cfg.cpus, cfg.res, self._report, cfg.executor)
+        self.runner = Runner(loop, cfg.cpus, cfg.res, self._report, cfg.executor,
+                             indices=cfg.indices, gpu_vendor=cfg.gpu_vendor)
         self.runner.server_dir = str(cfg.server_dir)
         self.runner.deadline = self.end
         self.runner.on_back = self._hand_back
@@ -203,6 +208,8 @@ class Worker:
         cfg = self.cfg
         info = {"hostname": socket.gethostname(), "pid": os.getpid(), "cpus": cfg.cpus,
                 "res": cfg.res, "version": __version__}
+        if cfg.indices:
+            info["res_idx"] = cfg.indices
         if self.end is not None:
             info["remaining"] = max(0.0, self.end - time.time())
         for key in ("batch_job", "manager", "idle_timeout", "time_limit"):

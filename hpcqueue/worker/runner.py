@@ -27,7 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hpcqueue import calls
 from hpcqueue.model import fill_placeholders, param_hash
+from hpcqueue.worker import oom
 from hpcqueue.worker.reaper import Reaper
+from hpcqueue.worker.resources import IndexPool, set_task_env
 
 log = logging.getLogger("hpcqueue.worker")
 
@@ -62,7 +64,7 @@ def _running(proc: subprocess.Popen) -> bool:
 class PreparedJob:
     __slots__ = ("id", "kind", "argv", "shell", "env", "cwd", "stdout", "stderr",
                  "time_limit", "cpus", "res", "submit_dir", "time_request", "stream",
-                 "function", "function_path")
+                 "function", "function_path", "stdin", "stdin_path", "task_dir")
 
     def __init__(self, job_id: int, d: dict, base_env: dict):
         self.id = job_id
@@ -87,15 +89,26 @@ class PreparedJob:
         #: on this worker when its first task starts
         self.function = d.get("function") if self.kind == calls.KIND else None
         self.function_path: str | None = None
+        #: --stdin: its bytes, and the file they are written to on this worker when the
+        #: job's first task starts; --task-dir: "remove" or "keep-on-fail" (or None)
+        self.stdin: bytes | None = d.get("stdin")
+        self.stdin_path: str | None = None
+        self.task_dir: str | None = d.get("task_dir")
 
 
 class Runner:
-    def __init__(self, loop, cpus: int, res: dict, report, executor: str = "process"):
+    def __init__(self, loop, cpus: int, res: dict, report, executor: str = "process",
+                 indices: dict | None = None, gpu_vendor: str = "nvidia"):
         self.loop = loop
         self.cpus = cpus
         self.free_cpus = cpus
         self.res = dict(res)
         self.free_res = dict(res)
+        #: the free indices of indexed resources (gpus=[0,1]), and the indices each running
+        #: task holds: (job, index) -> {name: [indices]}
+        self.indices = IndexPool(indices or {})
+        self.held: dict[tuple, dict] = {}
+        self.gpu_vendor = gpu_vendor
         self.report = report  # called in the loop thread with a result row
         self.noop = executor == "noop"
         self.jobs: dict[int, PreparedJob] = {}
@@ -118,6 +131,8 @@ class Runner:
         self.pipes: dict[tuple, list] = {}
         # kills the tasks' process groups if this worker dies
         self.reaper = None if self.noop else Reaper.start(log)
+        #: tells when the OOM killer struck (tasks are its first pick: oom.prefer_task)
+        self.oom = None if self.noop else oom.OomWatch()
         #: function tasks (hpcqueue.calls): results over this many bytes go to a file; the
         #: server dir, under which they go when the job keeps no stdout; the files of
         #: running calls, (job, index) -> (args path, outcome path, stdout path or None);
@@ -126,6 +141,10 @@ class Runner:
         self.server_dir: str | None = None
         self.calls: dict[tuple, tuple] = {}
         self.calls_dir: str | None = None
+        #: --task-dir: the folder of each running task that has one; and the folder of
+        #: this worker's --stdin files (made for the first)
+        self.task_dirs: dict[tuple, str] = {}
+        self.stdin_dir: str | None = None
 
     @property
     def busy(self) -> bool:
@@ -168,6 +187,9 @@ class Runner:
         self.free_cpus -= job.cpus
         for n, c in job.res.items():
             self.free_res[n] -= c
+        held = self.indices.take(job.res) if job.res else None
+        if held is not None:
+            self.held[key] = held
         self.running[key] = task
         if self.noop:
             t = time.time()
@@ -230,6 +252,8 @@ class Runner:
             msg = f"time limit of {job.time_limit:g}s exceeded"
         elif code < 0:
             msg = f"killed by signal {signal.Signals(-code).name}"
+            if code == -signal.SIGKILL and self.oom is not None and self.oom.killed():
+                msg += " (out of memory: the kernel's OOM killer)"
         else:
             msg = f"exit code {code}" if code else None
         pipes = self.pipes.pop(key, None)
@@ -239,7 +263,48 @@ class Runner:
         if key in self.calls:
             out, why = self._outcome(key, job, self.calls.pop(key))
             msg = why or msg
+        if self.task_dirs:
+            msg = self._end_task_dir(key, job, code, msg)
         self._finished(key, job, (code, t0, time.time(), msg, out))
+
+    # ------------------------------------------------------------- --task-dir, --stdin
+
+    def _end_task_dir(self, key, job: PreparedJob, code: int, msg: str | None):
+        """Remove the task's folder (in a thread: it may be big), or keep it if the task
+        failed and its job says so; the message, which names a kept folder."""
+        path = self.task_dirs.pop(key, None)
+        if path is None:
+            return msg
+        if code != 0 and job.task_dir == "keep-on-fail":
+            return f"{msg or f'exit code {code}'}; its task dir is kept: {path}"
+        import shutil
+
+        try:
+            self.pool.submit(shutil.rmtree, path, True)
+        except RuntimeError:  # the worker is shutting down
+            shutil.rmtree(path, ignore_errors=True)
+        return msg
+
+    def _make_task_dir(self, key, job_id: int, task_id: int) -> str:
+        """A new empty folder for the task ($HPCQUEUE_TASK_DIR), in the worker's TMPDIR."""
+        import tempfile
+
+        path = tempfile.mkdtemp(prefix=f"hpcqueue-task-{job_id}-{task_id}-")
+        self.task_dirs[key] = path
+        return path
+
+    def _stdin_file(self, job: PreparedJob) -> str:
+        """The file holding the job's --stdin on this worker, written once."""
+        if job.stdin_path is None:
+            if self.stdin_dir is None:
+                import tempfile
+
+                self.stdin_dir = tempfile.mkdtemp(prefix="hpcqueue-stdin-")
+            path = os.path.join(self.stdin_dir, f"job-{job.id}")
+            with open(path, "wb") as f:
+                f.write(job.stdin or b"")
+            job.stdin_path = path
+        return job.stdin_path
 
     # ------------------------------------------------------------- Python calls
 
@@ -368,6 +433,8 @@ class Runner:
         self.free_cpus += job.cpus
         for n, c in job.res.items():
             self.free_res[n] += c
+        if self.held:
+            self.indices.give(self.held.pop(key, None))
         if not self.running and not self.queue:
             self.idle_since = time.monotonic()
         if task is not None:
@@ -400,6 +467,9 @@ class Runner:
                   "HASH": lambda: param_hash(job.kind, job.argv, task_id, entry)}
         cwd = fill_placeholders(job.cwd, values)
         values["CWD"] = cwd
+        if not os.path.isdir(cwd):  # before the output files: they must not create it
+            why = "not a directory" if os.path.exists(cwd) else "no such directory"
+            return None, (127, f"working directory {cwd}: {why}"), None
         env = job.env.copy()
         env["HPCQUEUE_TASK_ID"] = str(task_id)
         env["HPCQUEUE_INSTANCE_ID"] = str(instance)
@@ -407,6 +477,9 @@ class Runner:
             env["HPCQUEUE_WORKER_ID"] = str(self.worker_id)
         if entry is not None and job.function is None:  # (a call's arguments: a file)
             env["HPCQUEUE_ENTRY"] = entry
+        held = self.held.get((job_id, task[1]))
+        if held is not None:
+            set_task_env(env, held, self.gpu_vendor)
         if job.shell and not job.argv:
             argv = ["/bin/sh", "-c", entry or ""]
         else:
@@ -422,9 +495,13 @@ class Runner:
                 why = getattr(e, "strerror", None) or str(e)
                 return None, (126, f"cannot write the call's payload in {self.calls_dir}: "
                                    f"{why}"), None
-        out = err = None
+        out = err = stdin = None
         reads = None
         try:
+            if job.task_dir:
+                env["HPCQUEUE_TASK_DIR"] = self._make_task_dir(key, job_id, task_id)
+            stdin = open(self._stdin_file(job), "rb") if job.stdin is not None \
+                else subprocess.DEVNULL
             if piped:
                 out_r, out = os.pipe()
                 try:
@@ -438,7 +515,7 @@ class Runner:
             else:
                 out = self._open(job.stdout, values, cwd)
                 err = self._open(job.stderr, values, cwd)
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin,
                                     stdout=out, stderr=err, start_new_session=True)
         except FileNotFoundError as e:
             failure = (127, f"command not found: {argv[0]}")
@@ -451,15 +528,20 @@ class Runner:
         except OSError as e:
             failure = (126, f"cannot start {argv[0]!r}: {e.strerror}")
         else:
+            oom.prefer_task(proc.pid)
             return proc, None, reads
         finally:
-            for f in (out, err):
+            for f in (out, err, stdin):
                 if isinstance(f, int) and f >= 0:
                     os.close(f)  # a pipe's write end: the task has its own now
                 elif f is not None and f is not subprocess.DEVNULL:
                     f.close()
         for fd in reads or ():
             os.close(fd)
+        if key in self.task_dirs:
+            import shutil
+
+            shutil.rmtree(self.task_dirs.pop(key), ignore_errors=True)
         files = self.calls.pop(key, None)
         if files is not None:
             for path in files[:2]:
@@ -509,8 +591,10 @@ class Runner:
         if self.reaper is not None:
             self.reaper.close()
             self.reaper = None
-        if self.calls_dir is not None:
-            import shutil
+        import shutil
 
-            shutil.rmtree(self.calls_dir, ignore_errors=True)
-            self.calls_dir = None
+        for path in [self.calls_dir, self.stdin_dir, *self.task_dirs.values()]:
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+        self.calls_dir = self.stdin_dir = None
+        self.task_dirs.clear()
