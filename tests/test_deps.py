@@ -16,7 +16,7 @@ from hpcqueue.exceptions import UsageError
 from hpcqueue.jobspec import make_spec
 from hpcqueue.model import IdRanges
 from hpcqueue.server.explain import explain_job, explain_task
-from hpcqueue.server.handlers import check_spec
+from hpcqueue.server.specs import check_spec
 from hpcqueue.state import ServerState
 
 # ------------------------------------------------------------------ the checks

@@ -33,7 +33,8 @@ from hpcqueue.jobs import EXIT_MAX, MAX_CRASH_LIMIT, MAX_RETRIES
 from hpcqueue.model import MAX_COUNT, MAX_SECONDS, MAX_TASK_ID, WAITING
 from hpcqueue.server import workers as worker_side
 from hpcqueue.server.core import Core, Peer
-from hpcqueue.server.handlers import HANDLERS, check_spec
+from hpcqueue.server.handlers import HANDLERS
+from hpcqueue.server.specs import check_spec
 from hpcqueue.server.results import check_outputs
 from hpcqueue.state import ServerState
 

@@ -10,14 +10,8 @@ from hpcqueue.autoalloc.model import MAX_STATUS_ERRORS, AllocState, QueueParams,
 from hpcqueue.autoalloc.service import demand_of, dry_run, in_flight, limits_of
 from hpcqueue.exceptions import NotFound, RequestError, UsageError
 from hpcqueue.model import ENV_NAME, MAX_COUNT
-from hpcqueue.server.handlers import (
-    brief,
-    check_flag,
-    check_int,
-    check_seconds,
-    check_str,
-    handler,
-)
+from hpcqueue.server.checks import brief, check_flag, check_int, check_seconds, check_str
+from hpcqueue.server.handlers import handler
 
 
 def _queue(core, ref, removed_too: bool = False):

@@ -39,8 +39,9 @@ from hpcqueue.model import ENV_NAME, MAX_COUNT, parse_duration, parse_priority
 from hpcqueue.server import handlers
 from hpcqueue.server.config import ServerConfig
 from hpcqueue.server.core import Core
-from hpcqueue.server.handlers import _is_int, brief, check_int, check_seconds
+from hpcqueue.server.checks import _is_int, brief, check_int, check_seconds
 from hpcqueue.server.lifecycle import DROP_LOG_INTERVAL, RateLimitedLog
+from hpcqueue.server.specs import check_spec
 from hpcqueue.server.tls import is_loopback, tls_context, url_host
 
 log = logging.getLogger("hpcqueue.server")
@@ -294,7 +295,7 @@ class Api:
             spec["priority"] = _priority(priority, "X-Hpcqueue-Priority")
         if unique is not None:
             spec["unique"] = unique
-        spec = handlers.check_spec(spec)
+        spec = check_spec(spec)
         tasks = sum((b - a) // s + 1 for a, b, s in spec["ids"])
         if not background and tasks != 1:
             raise RequestError(f"a foreground request runs one task, and this job has "

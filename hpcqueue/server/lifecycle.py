@@ -54,7 +54,8 @@ from hpcqueue.server.config import ServerConfig
 from hpcqueue.server.core import Core, Peer
 from hpcqueue.autoalloc import handlers as _alloc_handlers  # noqa: F401 (registers them)
 from hpcqueue.autoalloc.service import AutoAlloc
-from hpcqueue.server.handlers import HANDLERS, _job_ids, check_flag, check_seconds
+from hpcqueue.server.checks import check_flag, check_seconds
+from hpcqueue.server.handlers import HANDLERS, _job_ids
 from hpcqueue.server.watch import watch
 from hpcqueue.server.tracing import TRACE, TracedSession, hello_summary
 from hpcqueue.server.workers import worker_session

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from hpcqueue.server.handlers import brief
+from hpcqueue.server.checks import brief
 
 log = logging.getLogger("hpcqueue.server")
 TRACE = logging.DEBUG - 5  # the level of -vv: every message (hpcqueue.cli.logs.TRACE)

@@ -25,7 +25,7 @@ from operator import itemgetter
 
 from hpcqueue.autoalloc.model import QueueState
 from hpcqueue.server.core import Core, Peer
-from hpcqueue.server.handlers import check_int, check_seconds
+from hpcqueue.server.checks import check_int, check_seconds
 
 WATCH_JOBS = 1000  # most recent jobs in the first update, unless the client asks for fewer
 WATCH_INTERVAL = 0.25  # seconds between updates at least, unless the client asks otherwise
