@@ -150,3 +150,62 @@ def test_config_defaults_is_a_valid_file(tmp_path):
     p = hq("config", "defaults", path, check=False)
     assert p.returncode == 2 and "--force" in p.stderr
     assert os.path.getsize(path) == len(text)
+
+
+def test_config_defaults_names_every_profile_key():
+    from hpcqueue.cli.config import DEFAULTS
+    from hpcqueue.config.schema import PROFILE_KEYS
+
+    for key in PROFILE_KEYS:
+        assert f"{key}:" in DEFAULTS, key
+
+
+def test_pause_after_and_keep_dirs_come_from_a_profile_and_the_environment(layers, tmp_path):
+    env, _, user = layers
+    (user / "mine.yaml").write_text("site: campus\nprofiles:\n  cpu:\n    pause-after: 7\n"
+                                    "    keep-dirs: 0\n")
+    cfg = config.load(env)
+    values = cfg.effective(cfg.resolve("cpu"))
+    assert values["pause-after"].value == 7 and "mine.yaml:4" in values["pause-after"].source
+    assert config.queue_fields(values)["keep_dirs"] == 0
+    cfg = config.load({**env, "HPCQUEUE_PAUSE_AFTER": "5"})
+    assert cfg.effective(cfg.resolve("cpu"))["pause-after"].value == 5
+    p = hq("config", "validate", user / "mine.yaml", check=False)
+    assert p.returncode == 0, p.stderr
+    (user / "bad.yaml").write_text("profiles:\n  x:\n    pause-after: 0\n")
+    p = hq("config", "validate", user / "bad.yaml", check=False)
+    assert p.returncode == 1 and "bad.yaml:3: profiles.x.pause-after: must be at least 1" \
+        in p.stderr
+
+
+def test_flags_beat_a_profile_and_defaults_come_from_the_option_table(layers, tmp_path):
+    """`alloc dry-run` builds its parameters as `alloc add` does: a profile's pause-after
+    and keep-dirs, overridden by flags; the rest from the table's defaults."""
+    from hpcqueue.autoalloc import options
+    from hpcqueue.autoalloc.model import QueueParams
+    from hpcqueue.cli.alloc import build_params, dry_run_cmd
+
+    env, system, _ = layers
+    (system / "more.yaml").write_text("site: campus\nprofiles:\n  cpu:\n    pause-after: 7\n"
+                                      "    keep-dirs: 2\n")
+    with mock_env(env):
+        with dry_run_cmd.make_context("dry-run", ["slurm", "--profile", "cpu",
+                                                  "--keep-dirs", "9"]) as ctx:
+            params = build_params(ctx, ctx.params)
+    (tmp_path / "empty").mkdir()
+    with mock_env({**env, "HPCQUEUE_SYSTEM_CONFIG_DIR": str(tmp_path / "empty"),
+                   "XDG_CONFIG_HOME": str(tmp_path / "empty")}):
+        with dry_run_cmd.make_context("dry-run", ["local", "--time-limit", "1h"]) as ctx:
+            plain = build_params(ctx, ctx.params)
+    assert (params.pause_after, params.keep_dirs, params.time_limit) == (7, 9, 7200)
+    for o in options.OPTIONS:
+        if o.default is not None:
+            assert getattr(plain, o.field) == o.default, o.field
+            assert QueueParams.__dataclass_fields__[o.field].default == o.default, o.field
+    assert plain.idle_timeout == 300.0 and plain.pause_after == options.DEFAULT_PAUSE_AFTER
+
+
+def mock_env(env):
+    from unittest import mock
+
+    return mock.patch.dict(os.environ, env)

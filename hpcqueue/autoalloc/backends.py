@@ -1,22 +1,29 @@
-"""The one place where schedulers and transports plug in.
+"""The one place where schedulers and transports plug in: the registry.
 
-A new scheduler is one module, one template and one line in ``SCHEDULERS``;
-a new transport is one module and one line in ``TRANSPORTS``.  Entries are
-import strings, so nothing is imported until a queue uses it.
+A **scheduler is its class**: a module of the package :mod:`hpcqueue.autoalloc.schedulers`
+holding one :class:`~hpcqueue.autoalloc.schedulers.base.Scheduler` subclass with a ``name``,
+plus its template.  The class declares everything about itself (name, template, transports,
+DRMAA native spec, batch-job detection, time left); the CLI choices, the profile schema, the
+server's checks, the DRMAA transport and a starting worker all read it from here.  There is no
+table to edit: the registry lists the package.  The package's path is extended like a
+namespace (``pkgutil.extend_path``), so a directory on ``PYTHONPATH`` with the same layout
+(``hpcqueue/autoalloc/schedulers/lsf.py`` and its ``lsf.sh.j2`` beside it) adds a scheduler
+without touching hpcqueue's tree (docs/transports.md has the recipe).
+
+A **transport** is one module and one line in ``TRANSPORTS`` (import strings: nothing is
+imported until a queue uses it).
+
+Scheduler modules import only the standard library at import time (a starting worker imports
+them all to find its batch job).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import pkgutil
 
 from hpcqueue.exceptions import UsageError
-
-SCHEDULERS = {
-    "slurm": "hpcqueue.autoalloc.schedulers.slurm:Slurm",
-    "pbs": "hpcqueue.autoalloc.schedulers.pbs:Pbs",
-    "sge": "hpcqueue.autoalloc.schedulers.sge:Sge",
-    "local": "hpcqueue.autoalloc.schedulers.local:Local",
-}
 
 TRANSPORTS = {
     "cli": "hpcqueue.autoalloc.transports.cli:CliTransport",
@@ -26,6 +33,74 @@ TRANSPORTS = {
     "drmaa": "hpcqueue.autoalloc.transports.drmaa:DrmaaTransport",
 }
 
+#: modules of the schedulers package that are not schedulers
+NOT_SCHEDULERS = {"base"}
+
+_registry: dict[str, type] | None = None
+
+
+def _discover() -> dict[str, type]:
+    from hpcqueue.autoalloc import schedulers
+    from hpcqueue.autoalloc.schedulers.base import Scheduler
+
+    found: dict[str, type] = {}
+    for info in pkgutil.iter_modules(schedulers.__path__):
+        if info.name in NOT_SCHEDULERS or info.name.startswith("_") or info.name in found:
+            continue
+        module = importlib.import_module(f"{schedulers.__name__}.{info.name}")
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, Scheduler)
+                    and value.__module__ == module.__name__ and value.name):
+                if value.name in found and found[value.name] is not value:
+                    raise UsageError(f"two schedulers are named {value.name!r}: "
+                                     f"{found[value.name].__module__} and {module.__name__}")
+                found[value.name] = value
+    return dict(sorted(found.items()))
+
+
+def schedulers() -> dict[str, type]:
+    """Every registered scheduler class by name (found once per process)."""
+    global _registry
+    if _registry is None:
+        _registry = _discover()
+    return _registry
+
+
+def scheduler_names() -> list[str]:
+    return list(schedulers())
+
+
+def scheduler_class(name: str) -> type:
+    table = schedulers()
+    if name not in table:
+        raise UsageError(f"unknown scheduler {name!r}: use one of {', '.join(table)}")
+    return table[name]
+
+
+def scheduler(name: str):
+    return scheduler_class(name)()
+
+
+def transports_for(name: str) -> tuple:
+    """The transports a queue of scheduler NAME may choose (`--transport`)."""
+    return tuple(scheduler_class(name).transports)
+
+
+def transport_names() -> list[str]:
+    """The transports any scheduler offers (the `--transport` choices)."""
+    names = {t for cls in schedulers().values() for t in cls.transports}
+    return [t for t in TRANSPORTS if t in names]
+
+
+def batch_job(env=None) -> tuple[str | None, str | None]:
+    """(scheduler name, job id) of the batch job whose environment ENV is, if any."""
+    env = os.environ if env is None else env
+    for cls in sorted(schedulers().values(), key=lambda c: (c.batch_rank, c.name)):
+        job_id = cls.batch_job(env)
+        if job_id:
+            return cls.name, job_id
+    return None, None
+
 
 def _load(table: dict, name: str, what: str):
     if name not in table:
@@ -34,13 +109,9 @@ def _load(table: dict, name: str, what: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def scheduler(name: str):
-    return _load(SCHEDULERS, name, "scheduler")()
-
-
 def transport(scheduler_name: str, transport_name: str, **options):
-    if scheduler_name == "local":
-        transport_name = "local"
-    elif transport_name == "local":
-        raise UsageError("the local transport only works with the local scheduler")
-    return _load(TRANSPORTS, transport_name, "transport")(**options)
+    sched = scheduler(scheduler_name)
+    if transport_name not in sched.transports:
+        raise UsageError(f"the {transport_name} transport does not work with {scheduler_name}: "
+                         f"use one of {', '.join(sched.transports)}")
+    return _load(TRANSPORTS, sched.deliver_with(transport_name), "transport")(**options)

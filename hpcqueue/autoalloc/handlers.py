@@ -59,10 +59,12 @@ def _address(v, name):
     return v
 
 
-def _choice(table: dict):
+def _choice(names):
+    """A check that a value is one of NAMES() (called when checking: the registry)."""
     def check(v, name):
-        if not isinstance(v, str) or v not in table:
-            raise RequestError(f"{name!r} must be one of {', '.join(sorted(table))}, "
+        options = names()
+        if not isinstance(v, str) or v not in options:
+            raise RequestError(f"{name!r} must be one of {', '.join(sorted(options))}, "
                                f"not {brief(v)}")
         return v
     return check
@@ -70,13 +72,13 @@ def _choice(table: dict):
 
 #: how each QueueParams field is checked (None is its default); a new field needs a line here
 PARAM_CHECKS = {
-    "scheduler": _choice(backends.SCHEDULERS), "time_limit": check_seconds,
+    "scheduler": _choice(backends.scheduler_names), "time_limit": check_seconds,
     "name": check_str, "backlog": _count(1), "workers_per_alloc": _count(1),
     "max_worker_count": _count(1), "idle_timeout": check_seconds, "partition": check_str,
     "account": check_str, "qos": check_str, "cpus": _count(1), "gpus": _count(0),
     "mem": check_str, "worker_start_cmd": check_str, "worker_stop_cmd": check_str,
     "template": check_str, "extra_args": _str_list,
-    "transport": _choice(backends.TRANSPORTS), "pause_after": _count(1),
+    "transport": _choice(lambda: list(backends.TRANSPORTS)), "pause_after": _count(1),
     "keep_dirs": _count(0), "modules": _str_list, "env": _str_map, "profile": check_str,
     "login_host": check_str, "template_text": check_str, "server_address": _address,
     "server_host": check_str,

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpcqueue.autoalloc.options import OPTIONS
 from hpcqueue.config.schema import PROFILE_KEYS, SETTING_KEYS, Problem, parse
 from hpcqueue.exceptions import HpcqueueError, UsageError
 
@@ -136,34 +137,19 @@ class Config:
     def effective(self, profile: Profile | None, flags: dict | None = None) -> dict:
         """key -> Value for a queue: the profile, then HPCQUEUE_* variables, then flags."""
         out = dict(profile.values) if profile is not None else {}
-        for key, (check, _) in PROFILE_KEYS.items():
-            name = env_key(key)
-            if self.env.get(name) and key not in ("description",):
+        for option in OPTIONS:
+            name = option.env_var
+            if name and self.env.get(name):
                 raw = self.env[name]
                 try:
-                    out[key] = Value(_env_value(key, raw, check), f"environment {name}")
+                    out[option.profile_key] = Value(option.kind.from_text(raw),
+                                                    f"environment {name}")
                 except ValueError as e:
                     raise UsageError(f"${name}={raw!r}: {e}") from None
         for key, value in (flags or {}).items():
             out[key] = Value(value, "command line")
         out.pop("description", None)
         return out
-
-
-def _env_value(key: str, raw: str, check):
-    if key in ("modules", "extra-args"):
-        return check(raw.split())
-    if key == "env":
-        return check(dict(item.split("=", 1) for item in raw.split() if "=" in item))
-    if key in ("backlog", "workers-per-alloc", "max-worker-count", "cpus", "gpus"):
-        try:
-            return check(int(raw))
-        except ValueError:
-            raise ValueError("must be a whole number") from None
-    if key == "server-address":
-        kind, _, value = raw.partition(":")
-        return check({kind: value})
-    return check(raw)
 
 
 def load(env=None) -> Config:
