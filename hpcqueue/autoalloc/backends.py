@@ -1,14 +1,16 @@
 """The one place where schedulers and transports plug in: the registry.
 
-A **scheduler is its class**: a module of the package :mod:`hpcqueue.autoalloc.schedulers`
-holding one :class:`~hpcqueue.autoalloc.schedulers.base.Scheduler` subclass with a ``name``,
-plus its template.  The class declares everything about itself (name, template, transports,
-DRMAA native spec, batch-job detection, time left); the CLI choices, the profile schema, the
+A **scheduler is its class**: a module holding one
+:class:`~hpcqueue.autoalloc.schedulers.base.Scheduler` subclass with a ``name``, plus its
+template.  The class declares everything about itself (name, template, transports, DRMAA
+native spec, batch-job detection, time left); the CLI choices, the profile schema, the
 server's checks, the DRMAA transport and a starting worker all read it from here.  There is no
-table to edit: the registry lists the package.  The package's path is extended like a
-namespace (``pkgutil.extend_path``), so a directory on ``PYTHONPATH`` with the same layout
-(``hpcqueue/autoalloc/schedulers/lsf.py`` and its ``lsf.sh.j2`` beside it) adds a scheduler
-without touching hpcqueue's tree (docs/transports.md has the recipe).
+table to edit: the registry lists the modules of two packages,
+
+- :mod:`hpcqueue.autoalloc.schedulers`, hpcqueue's own (templates in ``templates/``);
+- ``hpcqueue_schedulers``, a namespace package that any directory on ``PYTHONPATH`` may
+  contribute to: a site's scheduler, its template beside it, without touching hpcqueue's
+  tree (docs/transports.md has the recipe).
 
 A **transport** is one module and one line in ``TRANSPORTS`` (import strings: nothing is
 imported until a queue uses it).
@@ -33,21 +35,33 @@ TRANSPORTS = {
     "drmaa": "hpcqueue.autoalloc.transports.drmaa:DrmaaTransport",
 }
 
-#: modules of the schedulers package that are not schedulers
+#: the packages whose modules are schedulers: hpcqueue's own, then those of the site
+PACKAGES = ("hpcqueue.autoalloc.schedulers", "hpcqueue_schedulers")
+#: modules of those packages that are not schedulers
 NOT_SCHEDULERS = {"base"}
 
 _registry: dict[str, type] | None = None
 
 
+def _modules():
+    """The names of the modules of PACKAGES (a missing site package: none of its)."""
+    import importlib.util
+
+    for package in PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for info in pkgutil.iter_modules(spec.submodule_search_locations):
+            if info.name not in NOT_SCHEDULERS and not info.name.startswith("_"):
+                yield f"{package}.{info.name}"
+
+
 def _discover() -> dict[str, type]:
-    from hpcqueue.autoalloc import schedulers
     from hpcqueue.autoalloc.schedulers.base import Scheduler
 
     found: dict[str, type] = {}
-    for info in pkgutil.iter_modules(schedulers.__path__):
-        if info.name in NOT_SCHEDULERS or info.name.startswith("_") or info.name in found:
-            continue
-        module = importlib.import_module(f"{schedulers.__name__}.{info.name}")
+    for name in _modules():
+        module = importlib.import_module(name)
         for value in vars(module).values():
             if (isinstance(value, type) and issubclass(value, Scheduler)
                     and value.__module__ == module.__name__ and value.name):

@@ -61,6 +61,16 @@ SETTING_KEYS = {
 TOP_KEYS = {"site": _str, "description": _str, "settings": None, "profiles": None}
 
 
+def _transport_problem(scheduler: str, transport: str) -> str | None:
+    """What is wrong with TRANSPORT for SCHEDULER (the scheduler's class says), if anything."""
+    from hpcqueue.autoalloc import backends
+
+    allowed = backends.transports_for(scheduler)
+    if transport not in allowed:
+        return f"{transport} does not work with {scheduler}: use one of {', '.join(allowed)}"
+    return None
+
+
 def _suggest(key: str, valid) -> str:
     close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
@@ -138,6 +148,11 @@ def parse(path: str, text: str | None = None):
                         values[k] = PROFILE_KEYS[k][0](raw[k])
                     except ValueError as e:
                         problems.append(Problem(name, _line(kn), f"profiles.{pname}.{k}", str(e)))
+                if "scheduler" in values and "transport" in values:
+                    problem = _transport_problem(values["scheduler"], values["transport"])
+                    if problem:
+                        problems.append(Problem(name, lines[("profiles", pname, "transport")],
+                                                f"profiles.{pname}.transport", problem))
                 out["profiles"][pname] = values
         else:
             try:
