@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import textwrap
 
 import pytest
 from conftest import hq, one_clear_line, wait_for
@@ -30,10 +31,10 @@ from hpcqueue.exceptions import SchedulerError
 
 
 class Lsf(Scheduler):
-    name = "lsf"
-    template = "lsf.sh.j2"
-    transports = ("cli", "ssh")
-    batch_env = ("LSB_JOBID",)
+    name = "lsf"                   # `alloc add lsf`, `scheduler: lsf`
+    template = "lsf.sh.j2"         # beside this module
+    transports = ("cli", "ssh")    # what --transport may be
+    batch_env = ("LSB_JOBID",)     # how a worker recognises its batch job
     queued_words = frozenset({"PEND", "PSUSP"})
     running_words = frozenset({"RUN", "USUSP", "SSUSP"})
 
@@ -125,6 +126,16 @@ def lsf(tmp_path):
     path = os.pathsep.join(filter(None, [str(plugin), os.environ.get("PYTHONPATH")]))
     env = {"PYTHONPATH": path, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     return env, jobs
+
+
+def test_the_docs_recipe_is_this_test():
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[2] / "docs" / "transports.md").read_text()
+    blocks = [textwrap.dedent(b) for b in
+              re.findall(r"^   ```(?:python|jinja)\n(.*?)^   ```$", docs, re.M | re.S)]
+    assert blocks == [LSF_MODULE, LSF_TEMPLATE]
 
 
 def calls(jobs) -> list[str]:
