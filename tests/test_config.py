@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -209,3 +210,40 @@ def mock_env(env):
     from unittest import mock
 
     return mock.patch.dict(os.environ, env)
+
+
+def test_settings_server_dir_is_the_default_below_the_flag_and_the_environment(layers,
+                                                                               tmp_path):
+    """settings.server-dir (relative to its file) < $HPCQUEUE_SERVER_DIR < --server-dir,
+    for every command and for `config show --blame`."""
+    env, system, user = layers
+    (user / "where.yaml").write_text("settings:\n  server-dir: ../../from-file\n")
+    base = {k: v for k, v in os.environ.items() if k != "HPCQUEUE_SERVER_DIR"}
+    run_env = {**base, **env}
+
+    def info(*args, **extra):
+        p = subprocess.run([sys.executable, "-m", "hpcqueue", "server", "info", *args],
+                           capture_output=True, text=True, env={**run_env, **extra})
+        return p
+
+    p = info()  # no server there: the error names the dir it looked in
+    assert str(tmp_path / "from-file") in p.stderr and p.returncode != 0, p.stderr
+    p = info(HPCQUEUE_SERVER_DIR=str(tmp_path / "from-env"))
+    assert str(tmp_path / "from-env") in p.stderr and "from-file" not in p.stderr
+    p = info("--server-dir", str(tmp_path / "from-flag"),
+             HPCQUEUE_SERVER_DIR=str(tmp_path / "from-env"))
+    assert str(tmp_path / "from-flag") in p.stderr and "from-env" not in p.stderr
+    show = subprocess.run([sys.executable, "-m", "hpcqueue", "config", "show", "--blame",
+                           "--output", "json"], capture_output=True, text=True, env=run_env)
+    row = next(r for r in json.loads(show.stdout) if r["key"] == "settings.server-dir")
+    assert row["value"] == str(tmp_path / "from-file") and "where.yaml:2" in row["source"]
+    assert config.server_dir_setting(env).value == str(tmp_path / "from-file")
+    # a wrong server-dir is an error naming the file, not another server dir
+    (user / "where.yaml").write_text("settings:\n  server-dir: [a, b]\n")
+    p = info()
+    assert p.returncode != 0 and "where.yaml:2: settings.server-dir: must be a string" \
+        in p.stderr and "Traceback" not in p.stderr
+    # a problem elsewhere in the file is left to the commands that read profiles
+    (user / "where.yaml").write_text("settings:\n  server-dir: /x/y\nprofiles:\n  a:\n"
+                                     "    partiton: cpu\n")
+    assert config.server_dir_setting(env).value == "/x/y"
