@@ -180,6 +180,50 @@ async def alloc_remove(core, req: dict) -> dict:
             "draining": [a.id for a in q.live()] if not force else []}
 
 
+@handler("alloc_edit")
+async def alloc_edit(core, req: dict) -> dict:
+    """Change editable options of a live queue (the table: hpcqueue/autoalloc/options.py):
+    the next cycle uses them, allocations already submitted keep their script.  A change of
+    an option marked DRY_RUN (the time limit) is tried on the scheduler first."""
+    from hpcqueue.autoalloc.options import DRY_RUN, EDITABLE
+
+    q = _queue(core, req.get("queue"))
+    if q.state is QueueState.DRAINING:
+        raise RequestError(f"queue {q.id} is being removed: it submits nothing more")
+    changes = req.get("changes")
+    editable = {o.field: o for o in EDITABLE}
+    names = ", ".join(o.flag_name for o in EDITABLE)
+    if not isinstance(changes, dict) or not changes:
+        raise RequestError(f"'changes' must map options to new values ({names})")
+    dry = req.get("dry_run", True)
+    if not isinstance(dry, bool):
+        raise RequestError(f"'dry_run' must be true or false, not {brief(dry)}")
+    values = {}
+    for name, value in changes.items():
+        if name not in editable:
+            raise RequestError(f"{brief(name)} cannot be changed on a live queue: the options "
+                               f"`alloc edit` changes are {names} (for others, add a new queue)")
+        if value is None:
+            raise RequestError(f"{name!r} needs a value")
+        values[name] = PARAM_CHECKS[name](value, name)
+    old = q.params.to_dict()
+    values = {k: v for k, v in values.items() if old[k] != v}
+    try:
+        new = QueueParams.from_dict({**old, **values}).validate()
+    except UsageError as e:
+        raise RequestError(str(e)) from None
+    tried = dry and any(editable[k].edit == DRY_RUN for k in values)
+    if tried:
+        await dry_run(new, core.autoalloc.server_dir, transport=core.autoalloc.backend(new)[1])
+        q = _queue(core, q.id)  # still there after the dry run
+        old = q.params.to_dict()
+    if values:
+        core.record({"e": "aq_edit", "id": q.id, "changes": values, "t": time.time()})
+        core.autoalloc.poke()
+    return {"queue": q.id, "changed": {k: [old[k], v] for k, v in values.items()},
+            "dry_run": tried}
+
+
 @handler("alloc_explain")
 def alloc_explain(core, req: dict) -> dict:
     q = _queue(core, req.get("queue"), removed_too=True)
@@ -196,6 +240,8 @@ def alloc_explain(core, req: dict) -> dict:
                           for a in q.live() if a.id in errors],
         "unknown": [{"id": a.id, "job_id": a.job_id, "t": a.ended, "reason": a.reason}
                     for a in q.allocations.values() if a.state is AllocState.UNKNOWN],
+        # what `alloc edit` changed: field -> [old, new]
+        "edits": [{"t": t, "changes": changed} for t, changed in q.edits],
     }
 
 

@@ -222,6 +222,61 @@ def remove(ctx, queue, force, output):
         click.echo(f"queue {r['queue']} removed")
 
 
+def edit_options(fn):
+    """The options `alloc edit` may change: those of the table marked editable."""
+    from hpcqueue.autoalloc.options import EDITABLE
+
+    for o in reversed(EDITABLE):
+        fn = _option(o)(fn)
+    return fn
+
+
+def _show(field: str, value) -> str:
+    from hpcqueue.autoalloc.options import BY_FIELD, DURATION
+
+    if value is None:
+        return "-"
+    return format_duration(value) if BY_FIELD[field].kind is DURATION else str(value)
+
+
+def describe_changes(changes: dict) -> str:
+    """`backlog 1 -> 3, idle timeout 5m00s -> 1m00s`."""
+    return ", ".join(f"{k.replace('_', ' ')} {_show(k, old)} -> {_show(k, new)}"
+                     for k, (old, new) in changes.items())
+
+
+@alloc.command()
+@server_dir_option
+@click.argument("queue", shell_complete=queue_refs)
+@edit_options
+@click.option("--no-dry-run", is_flag=True,
+              help="Change --time-limit without first submitting a held test job.")
+@output_option
+@click.pass_context
+def edit(ctx, queue, no_dry_run, output, **opts):
+    """Change options of a live queue: `alloc edit 1 --backlog 4 --max-worker-count 16`.
+
+    The next cycle uses them; allocations already submitted keep their script.  Changes
+    are journaled, and `alloc explain` lists them."""
+    changes = {k: v for k, v in opts.items() if v is not None}
+    if not changes:
+        from hpcqueue.autoalloc.options import EDITABLE
+
+        raise click.UsageError("nothing to change: give one or more of "
+                               + ", ".join(o.flag_name for o in EDITABLE))
+    r = request(ctx, "alloc_edit", timeout=180, queue=_queue_ref(queue), changes=changes,
+                dry_run=not no_dry_run)
+    if output != "table":
+        return emit(output, {"queue": r["queue"], "changed": r["changed"],
+                             "dry_run": r["dry_run"]}, ids=[r["queue"]])
+    if not r["changed"]:
+        click.echo(f"queue {r['queue']}: nothing changed (it had those values)")
+        return
+    click.echo(f"queue {r['queue']}: {describe_changes(r['changed'])}"
+               + (" (dry run passed)" if r["dry_run"] else "")
+               + "; from the next cycle on")
+
+
 @alloc.command()
 @server_dir_option
 @click.argument("queue", shell_complete=queue_refs)
@@ -233,7 +288,8 @@ def explain(ctx, queue, output):
     r.pop("ok", None)
     if output != "table":
         decisions = [with_times(d, "t") for d in r["decisions"]]
-        return emit(output, dict(r, decisions=decisions), ids=[])
+        edits = [with_times(e, "t") for e in r.get("edits", [])]
+        return emit(output, dict(r, decisions=decisions, edits=edits), ids=[])
     click.echo(f"queue {r['queue']} is {r['state']}"
                + (f": {r['pause_reason']}" if r["pause_reason"] else ""))
     now = r["now"]
@@ -246,6 +302,8 @@ def explain(ctx, queue, output):
     for u in r.get("unknown", []):
         click.echo(f"allocation {u['id']} (job {u['job_id']}) is unknown since "
                    f"{when(u['t'])}: {u['reason']}")
+    for e in r.get("edits", []):
+        click.echo(f"edited {when(e['t'])}: {describe_changes(e['changes'])}")
     if r["decisions"]:
         click.echo("recent decisions:")
     for d in r["decisions"][-10:]:
