@@ -36,15 +36,20 @@ class OptionType(click.ParamType):
         return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
-def _option(o, help_suffix: str = ""):
-    """The click option of queue option O."""
+#: what `alloc add` says of an option besides its help in the table
+ADD_NOTES = {"time_limit": " Required unless the profile sets it."}
+
+
+def _option(o, adding: bool = True):
+    """The click option of queue option O, for `alloc add` (with its default) or for
+    `alloc edit` (the new value)."""
     from hpcqueue.autoalloc.options import PATH, show_default
 
-    shown = show_default(o)
+    shown = show_default(o) if adding else None
     kind = click.Path(dir_okay=False) if o.kind is PATH else OptionType(o.kind)
+    text = o.help + (ADD_NOTES.get(o.field, "") if adding else "")
     return click.option(o.flag_name, o.field, type=kind, default=None,
-                        help=o.help + help_suffix
-                        + (f"  [default: {shown}]" if shown is not None else ""))
+                        help=text + (f"  [default: {shown}]" if shown is not None else ""))
 
 
 def queue_options(fn):
@@ -227,7 +232,7 @@ def edit_options(fn):
     from hpcqueue.autoalloc.options import EDITABLE
 
     for o in reversed(EDITABLE):
-        fn = _option(o)(fn)
+        fn = _option(o, adding=False)(fn)
     return fn
 
 
