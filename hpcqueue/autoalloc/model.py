@@ -6,10 +6,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 
-from hpcqueue.autoalloc.options import DEFAULT_PAUSE_AFTER, check_word, default
+from hpcqueue.autoalloc.options import check_word, default
 from hpcqueue.exceptions import UsageError
-
-__all__ = ["DEFAULT_PAUSE_AFTER", "check_word"]  # kept here for their old users
 
 #: seconds to wait after the n-th submission failure in a row
 BACKOFF = (0, 60, 900, 1800, 3600)
