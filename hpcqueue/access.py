@@ -35,8 +35,14 @@ SERVER_LOG = "server.log"
 
 
 def server_dir(path: str | os.PathLike | None = None) -> Path:
-    """The server dir: the argument, else $HPCQUEUE_SERVER_DIR, else the default."""
-    raw = path or os.environ.get(ENV_SERVER_DIR) or DEFAULT_SERVER_DIR
+    """The server dir: the argument (`--server-dir`), else $HPCQUEUE_SERVER_DIR, else
+    ``settings.server-dir`` of the config files, else the default."""
+    raw = path or os.environ.get(ENV_SERVER_DIR)
+    if not raw:
+        from hpcqueue.config import server_dir_setting
+
+        setting = server_dir_setting()
+        raw = setting.value if setting is not None else DEFAULT_SERVER_DIR
     return Path(os.path.expanduser(str(raw))).absolute()
 
 

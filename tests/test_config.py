@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -150,3 +151,99 @@ def test_config_defaults_is_a_valid_file(tmp_path):
     p = hq("config", "defaults", path, check=False)
     assert p.returncode == 2 and "--force" in p.stderr
     assert os.path.getsize(path) == len(text)
+
+
+def test_config_defaults_names_every_profile_key():
+    from hpcqueue.cli.config import DEFAULTS
+    from hpcqueue.config.schema import PROFILE_KEYS
+
+    for key in PROFILE_KEYS:
+        assert f"{key}:" in DEFAULTS, key
+
+
+def test_pause_after_and_keep_dirs_come_from_a_profile_and_the_environment(layers, tmp_path):
+    env, _, user = layers
+    (user / "mine.yaml").write_text("site: campus\nprofiles:\n  cpu:\n    pause-after: 7\n"
+                                    "    keep-dirs: 0\n")
+    cfg = config.load(env)
+    values = cfg.effective(cfg.resolve("cpu"))
+    assert values["pause-after"].value == 7 and "mine.yaml:4" in values["pause-after"].source
+    assert config.queue_fields(values)["keep_dirs"] == 0
+    cfg = config.load({**env, "HPCQUEUE_PAUSE_AFTER": "5"})
+    assert cfg.effective(cfg.resolve("cpu"))["pause-after"].value == 5
+    p = hq("config", "validate", user / "mine.yaml", check=False)
+    assert p.returncode == 0, p.stderr
+    (user / "bad.yaml").write_text("profiles:\n  x:\n    pause-after: 0\n")
+    p = hq("config", "validate", user / "bad.yaml", check=False)
+    assert p.returncode == 1 and "bad.yaml:3: profiles.x.pause-after: must be at least 1" \
+        in p.stderr
+
+
+def test_flags_beat_a_profile_and_defaults_come_from_the_option_table(layers, tmp_path):
+    """`alloc dry-run` builds its parameters as `alloc add` does: a profile's pause-after
+    and keep-dirs, overridden by flags; the rest from the table's defaults."""
+    from hpcqueue.autoalloc import options
+    from hpcqueue.autoalloc.model import QueueParams
+    from hpcqueue.cli.alloc import build_params, dry_run_cmd
+
+    env, system, _ = layers
+    (system / "more.yaml").write_text("site: campus\nprofiles:\n  cpu:\n    pause-after: 7\n"
+                                      "    keep-dirs: 2\n")
+    with mock_env(env):
+        with dry_run_cmd.make_context("dry-run", ["slurm", "--profile", "cpu",
+                                                  "--keep-dirs", "9"]) as ctx:
+            params = build_params(ctx, ctx.params)
+    (tmp_path / "empty").mkdir()
+    with mock_env({**env, "HPCQUEUE_SYSTEM_CONFIG_DIR": str(tmp_path / "empty"),
+                   "XDG_CONFIG_HOME": str(tmp_path / "empty")}):
+        with dry_run_cmd.make_context("dry-run", ["local", "--time-limit", "1h"]) as ctx:
+            plain = build_params(ctx, ctx.params)
+    assert (params.pause_after, params.keep_dirs, params.time_limit) == (7, 9, 7200)
+    for o in options.OPTIONS:
+        if o.default is not None:
+            assert getattr(plain, o.field) == o.default, o.field
+            assert QueueParams.__dataclass_fields__[o.field].default == o.default, o.field
+    assert plain.idle_timeout == 300.0 and plain.pause_after == options.DEFAULT_PAUSE_AFTER
+
+
+def mock_env(env):
+    from unittest import mock
+
+    return mock.patch.dict(os.environ, env)
+
+
+def test_settings_server_dir_is_the_default_below_the_flag_and_the_environment(layers,
+                                                                               tmp_path):
+    """settings.server-dir (relative to its file) < $HPCQUEUE_SERVER_DIR < --server-dir,
+    for every command and for `config show --blame`."""
+    env, system, user = layers
+    (user / "where.yaml").write_text("settings:\n  server-dir: ../../from-file\n")
+    base = {k: v for k, v in os.environ.items() if k != "HPCQUEUE_SERVER_DIR"}
+    run_env = {**base, **env}
+
+    def info(*args, **extra):
+        p = subprocess.run([sys.executable, "-m", "hpcqueue", "server", "info", *args],
+                           capture_output=True, text=True, env={**run_env, **extra})
+        return p
+
+    p = info()  # no server there: the error names the dir it looked in
+    assert str(tmp_path / "from-file") in p.stderr and p.returncode != 0, p.stderr
+    p = info(HPCQUEUE_SERVER_DIR=str(tmp_path / "from-env"))
+    assert str(tmp_path / "from-env") in p.stderr and "from-file" not in p.stderr
+    p = info("--server-dir", str(tmp_path / "from-flag"),
+             HPCQUEUE_SERVER_DIR=str(tmp_path / "from-env"))
+    assert str(tmp_path / "from-flag") in p.stderr and "from-env" not in p.stderr
+    show = subprocess.run([sys.executable, "-m", "hpcqueue", "config", "show", "--blame",
+                           "--output", "json"], capture_output=True, text=True, env=run_env)
+    row = next(r for r in json.loads(show.stdout) if r["key"] == "settings.server-dir")
+    assert row["value"] == str(tmp_path / "from-file") and "where.yaml:2" in row["source"]
+    assert config.server_dir_setting(env).value == str(tmp_path / "from-file")
+    # a wrong server-dir is an error naming the file, not another server dir
+    (user / "where.yaml").write_text("settings:\n  server-dir: [a, b]\n")
+    p = info()
+    assert p.returncode != 0 and "where.yaml:2: settings.server-dir: must be a string" \
+        in p.stderr and "Traceback" not in p.stderr
+    # a problem elsewhere in the file is left to the commands that read profiles
+    (user / "where.yaml").write_text("settings:\n  server-dir: /x/y\nprofiles:\n  a:\n"
+                                     "    partiton: cpu\n")
+    assert config.server_dir_setting(env).value == "/x/y"

@@ -293,7 +293,7 @@ def observable(state: ServerState):
                       w.used_cpus, w.used_res, sorted(w.tasks), repr(w.deadline), w.finished)
                for w in state.workers.values()}
     queues = {q.id: (repr(q.params.to_dict()), q.state, q.pause_reason, q.faults_in_row,
-                     q.submit_failures, q.last_error,
+                     q.submit_failures, q.last_error, repr(list(q.edits)),
                      {a.id: (a.state, a.job_id, sorted(a.workers), sorted(a.live_workers),
                              a.started, a.ended, a.reason, a.fault, a.worker_cpus, a.used,
                              a.first_task, a.last_task)
@@ -388,6 +388,11 @@ VALID = {
                   {"params": dict(PARAMS, name="q3", scheduler="pbs"), "dry_run": True}],
     "alloc_list": [{"all": True}],
     "alloc_info": [{"queue": 1}, {"queue": "q1"}],
+    "alloc_edit": [{"queue": 1, "changes": {"backlog": 3, "idle_timeout": 60.0}},
+                   {"queue": "q1", "changes": {"time_limit": 7200.0, "max_worker_count": 8},
+                    "dry_run": True},
+                   {"queue": 1, "changes": {"pause_after": 5, "keep_dirs": 0},
+                    "dry_run": False}],
     "alloc_pause": [{"queue": 1}],
     "alloc_resume": [{"queue": "q1"}],
     "alloc_remove": [{"queue": 1, "force": True}, {"queue": "q1"}],

@@ -89,6 +89,8 @@ def test_every_command_answers_in_json(cluster, tmp_path):
         (["alloc", "list"], 0),
         (["alloc", "info", "q"], 0),
         (["alloc", "explain", "q"], 0),
+        (["alloc", "edit", "q", "--backlog", "2"], 0),
+        (["alloc", "efficiency", "q"], 0),
         (["alloc", "pause", "q"], 0),
         (["alloc", "resume", "q"], 0),
         (["alloc", "remove", "q"], 0),

@@ -379,8 +379,8 @@ def test_active_site_resolves_plain_profile_names(isolated, monkeypatch):
 
 @pytest.fixture(scope="module")
 def ci_node(slurm):
-    """CPUs and memory (MB) of a node of the CI cluster's `cpu` partition, and how many nodes
-    it has (the `multi` partition's nodes are smaller: ci/slurm.sh up --multi)."""
+    """CPUs and memory (MB) of a node of the CI cluster's `cpu` partition (which `debug`
+    shares), and how many nodes it has (the multi-node partition `multi` has other nodes)."""
     out = subprocess.run(["sinfo", "--noheader", "--partition=cpu", "--format=%c %m %D"],
                          capture_output=True, text=True, check=True).stdout.split()
     return {"cpus": int(out[0]), "mem_mb": int(out[1].rstrip("+")), "nodes": int(out[2])}

@@ -388,6 +388,12 @@ class History:
         if q is not None:
             self.record(e="aq_resume", id=q.id)
 
+    def do_aq_edit(self, a, b, c):
+        q = self._queue(a)
+        if q is not None:
+            self.record(e="aq_edit", id=q.id, changes={"backlog": 1 + b % 4,
+                                                       "idle_timeout": 60.0 + c})
+
     def do_aq_remove(self, a, b, c):
         q = self._queue(a)
         if q is not None:
@@ -477,7 +483,7 @@ def test_snapshot_of_long_random_histories(seed):
 
 # a history that does a bit of everything, checked at every cut
 RICH = [
-    ("aq_add", 1, 2, 1), ("alloc_new", 0, 1, 0), ("alloc_new", 0, 0, 0),
+    ("aq_add", 1, 2, 1), ("alloc_new", 0, 1, 0), ("alloc_new", 0, 0, 0), ("aq_edit", 0, 2, 5),
     ("submit", 24, 0, 2),     # 25 tasks, max_retries 2, crash_limit 3
     ("submit", 9, 1, 1),      # a stepped array with a second range
     ("submit", 6, 2, 0),      # --each-line
@@ -533,6 +539,7 @@ def test_rich_history_covers_what_it_should():
     assert any(a.workers for a in live.alloc.by_id.values())
     assert any(a.live_workers for a in live.alloc.by_id.values())
     assert {a.state.value for a in live.alloc.by_id.values()} >= {"running", "finished"}
+    assert any(q.edits for q in live.alloc.queues.values())
     opened = [j for j in jobs if j.spec.get("open")]
     assert any(j.open for j in opened) and any(not j.open for j in opened)
     assert all(j.spec["ids"] == [[0, j.n - 1, 1]] and len(j.entries) == j.n for j in opened)

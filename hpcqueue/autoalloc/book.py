@@ -5,6 +5,9 @@ Events (``ServerState.apply`` routes them to the ``_on_*`` methods here):
 - ``aq_add``: a queue was added (``id``, ``params``)
 - ``aq_pause`` / ``aq_resume``: by hand, or automatically after failures (``reason``)
 - ``aq_remove``: the queue drains, or with ``force`` its allocations were cancelled
+- ``aq_edit``: `alloc edit` changed options of a live queue (``id``, ``changes``: field ->
+  new value, editable options only); the next cycle uses them, allocations already
+  submitted keep their script; the change is kept for `alloc explain` (``edits``)
 - ``alloc_new``: an allocation was submitted (``queue``, ``id``, ``job_id``, ``dir``)
 - ``alloc_submit_failed``: a submission failed (``queue``, ``error``)
 - ``alloc_state``: an allocation changed state (``id``, ``state``, ``reason``, ``fault``,
@@ -25,6 +28,8 @@ from collections import deque
 from hpcqueue.autoalloc.model import AllocState, QueueParams, QueueState
 
 LIVE = (AllocState.QUEUED, AllocState.RUNNING)
+#: how many of a queue's edits it keeps for `alloc explain`
+KEPT_EDITS = 10
 
 
 class Allocation:
@@ -89,6 +94,8 @@ class AllocQueue:
         self.last_error: str | None = None
         self.allocations: dict[str, Allocation] = {}
         self.decisions: deque = deque(maxlen=30)  # (t, submit, reason, unfit); not journaled
+        #: [t, {field: [old, new]}] of its last edits (journaled: aq_edit, and snapshots)
+        self.edits: deque = deque(maxlen=KEPT_EDITS)
 
     def live(self) -> list[Allocation]:
         return [a for a in self.allocations.values() if a.live]
@@ -135,6 +142,14 @@ class AllocBook:
             q.faults_in_row = 0
             q.submit_failures = 0
             q.last_failure = None
+
+    def _on_aq_edit(self, ev: dict) -> None:
+        q = self.queues[ev["id"]]
+        old = q.params.to_dict()
+        changed = {k: [old[k], v] for k, v in ev["changes"].items() if k in old and old[k] != v}
+        if changed:
+            q.params = QueueParams.from_dict({**old, **{k: v for k, (_, v) in changed.items()}})
+            q.edits.append([ev["t"], changed])
 
     def _on_aq_remove(self, ev: dict) -> None:
         q = self.queues[ev["id"]]

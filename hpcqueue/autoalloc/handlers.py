@@ -53,10 +53,12 @@ def _address(v, name):
     return v
 
 
-def _choice(table: dict):
+def _choice(names):
+    """A check that a value is one of NAMES() (called when checking: the registry)."""
     def check(v, name):
-        if not isinstance(v, str) or v not in table:
-            raise RequestError(f"{name!r} must be one of {', '.join(sorted(table))}, "
+        options = names()
+        if not isinstance(v, str) or v not in options:
+            raise RequestError(f"{name!r} must be one of {', '.join(sorted(options))}, "
                                f"not {brief(v)}")
         return v
     return check
@@ -64,13 +66,13 @@ def _choice(table: dict):
 
 #: how each QueueParams field is checked (None is its default); a new field needs a line here
 PARAM_CHECKS = {
-    "scheduler": _choice(backends.SCHEDULERS), "time_limit": check_seconds,
+    "scheduler": _choice(backends.scheduler_names), "time_limit": check_seconds,
     "name": check_str, "backlog": _count(1), "workers_per_alloc": _count(1),
     "max_worker_count": _count(1), "idle_timeout": check_seconds, "partition": check_str,
     "account": check_str, "qos": check_str, "cpus": _count(1), "gpus": _count(0),
     "mem": check_str, "worker_start_cmd": check_str, "worker_stop_cmd": check_str,
     "template": check_str, "extra_args": _str_list,
-    "transport": _choice(backends.TRANSPORTS), "pause_after": _count(1),
+    "transport": _choice(lambda: list(backends.TRANSPORTS)), "pause_after": _count(1),
     "keep_dirs": _count(0), "modules": _str_list, "env": _str_map, "profile": check_str,
     "login_host": check_str, "template_text": check_str, "server_address": _address,
     "server_host": check_str,
@@ -173,6 +175,50 @@ async def alloc_remove(core, req: dict) -> dict:
             "draining": [a.id for a in q.live()] if not force else []}
 
 
+@handler("alloc_edit")
+async def alloc_edit(core, req: dict) -> dict:
+    """Change editable options of a live queue (the table: hpcqueue/autoalloc/options.py):
+    the next cycle uses them, allocations already submitted keep their script.  A change of
+    an option marked DRY_RUN (the time limit) is tried on the scheduler first."""
+    from hpcqueue.autoalloc.options import DRY_RUN, EDITABLE
+
+    q = _queue(core, req.get("queue"))
+    if q.state is QueueState.DRAINING:
+        raise RequestError(f"queue {q.id} is being removed: it submits nothing more")
+    changes = req.get("changes")
+    editable = {o.field: o for o in EDITABLE}
+    names = ", ".join(o.flag_name for o in EDITABLE)
+    if not isinstance(changes, dict) or not changes:
+        raise RequestError(f"'changes' must map options to new values ({names})")
+    dry = req.get("dry_run", True)
+    if not isinstance(dry, bool):
+        raise RequestError(f"'dry_run' must be true or false, not {brief(dry)}")
+    values = {}
+    for name, value in changes.items():
+        if name not in editable:
+            raise RequestError(f"{brief(name)} cannot be changed on a live queue: the options "
+                               f"`alloc edit` changes are {names} (for others, add a new queue)")
+        if value is None:
+            raise RequestError(f"{name!r} needs a value")
+        values[name] = PARAM_CHECKS[name](value, name)
+    old = q.params.to_dict()
+    values = {k: v for k, v in values.items() if old[k] != v}
+    try:
+        new = QueueParams.from_dict({**old, **values}).validate()
+    except UsageError as e:
+        raise RequestError(str(e)) from None
+    tried = dry and any(editable[k].edit == DRY_RUN for k in values)
+    if tried:
+        await dry_run(new, core.autoalloc.server_dir, transport=core.autoalloc.backend(new)[1])
+        q = _queue(core, q.id)  # still there after the dry run
+        old = q.params.to_dict()
+    if values:
+        core.record({"e": "aq_edit", "id": q.id, "changes": values, "t": time.time()})
+        core.autoalloc.poke()
+    return {"queue": q.id, "changed": {k: [old[k], v] for k, v in values.items()},
+            "dry_run": tried}
+
+
 @handler("alloc_explain")
 def alloc_explain(core, req: dict) -> dict:
     q = _queue(core, req.get("queue"), removed_too=True)
@@ -189,6 +235,8 @@ def alloc_explain(core, req: dict) -> dict:
                           for a in q.live() if a.id in errors],
         "unknown": [{"id": a.id, "job_id": a.job_id, "t": a.ended, "reason": a.reason}
                     for a in q.allocations.values() if a.state is AllocState.UNKNOWN],
+        # what `alloc edit` changed: field -> [old, new]
+        "edits": [{"t": t, "changes": changed} for t, changed in q.edits],
     }
 
 

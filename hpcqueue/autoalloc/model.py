@@ -6,19 +6,11 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 
+from hpcqueue.autoalloc.options import check_word, default
 from hpcqueue.exceptions import UsageError
 
 #: seconds to wait after the n-th submission failure in a row
 BACKOFF = (0, 60, 900, 1800, 3600)
-#: which transports can deliver a scheduler's scripts
-TRANSPORTS_FOR = {
-    "slurm": ("cli", "pyslurm", "ssh"),
-    "pbs": ("cli", "ssh"),
-    "sge": ("cli", "drmaa", "ssh"),
-    "local": ("cli",),
-}
-#: a queue pauses itself after this many failures of its own in a row
-DEFAULT_PAUSE_AFTER = 3
 #: failed status reads in a row after which an allocation is given up as unknown (as
 #: HyperQueue's MAX_QUEUED_STATUS_ERROR_COUNT): a job whose status can never be read must not
 #: hold a place in the backlog for ever
@@ -41,29 +33,18 @@ class QueueState(str, Enum):
     REMOVED = "removed"
 
 
-_SAFE = re.compile(r"[A-Za-z0-9_.:@+/=,-]+")
-
-
-def check_word(value: str | None, what: str) -> str | None:
-    """A scheduler option value that is one word (no spaces, quotes or newlines)."""
-    if value is None:
-        return None
-    if not _SAFE.fullmatch(value):
-        raise UsageError(f"invalid {what} {value!r}: use letters, digits and _.:@+/=,- only")
-    return value
-
-
 @dataclass
 class QueueParams:
-    """Everything `alloc add` resolved: plain values, journaled as they are."""
+    """Everything `alloc add` resolved: plain values, journaled as they are.  The defaults
+    of the queue options are those of their table (hpcqueue/autoalloc/options.py)."""
 
     scheduler: str
     time_limit: float
     name: str | None = None
-    backlog: int = 1
-    workers_per_alloc: int = 1
+    backlog: int = default("backlog")
+    workers_per_alloc: int = default("workers_per_alloc")
     max_worker_count: int | None = None
-    idle_timeout: float = 300.0
+    idle_timeout: float = default("idle_timeout")
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -74,9 +55,9 @@ class QueueParams:
     worker_stop_cmd: str | None = None
     template: str | None = None
     extra_args: list = field(default_factory=list)
-    transport: str = "cli"
-    pause_after: int = DEFAULT_PAUSE_AFTER
-    keep_dirs: int = 20
+    transport: str = default("transport")
+    pause_after: int = default("pause_after")
+    keep_dirs: int = default("keep_dirs")
     modules: list = field(default_factory=list)
     env: dict = field(default_factory=dict)
     profile: str | None = None
@@ -113,7 +94,9 @@ class QueueParams:
                 f"{self.workers_per_alloc}: no allocation could ever be submitted")
         for name in ("partition", "account", "qos"):
             check_word(getattr(self, name), f"--{name}")
-        allowed = TRANSPORTS_FOR.get(self.scheduler, ("cli",))
+        from hpcqueue.autoalloc import backends
+
+        allowed = backends.transports_for(self.scheduler)
         if self.transport not in allowed:
             raise UsageError(f"--transport {self.transport} does not work with {self.scheduler}: "
                              f"use one of {', '.join(allowed)}")

@@ -11,19 +11,12 @@ from __future__ import annotations
 import os
 from typing import Any, Collection, Mapping
 
-from hpcqueue.autoalloc.model import DEFAULT_PAUSE_AFTER, QueueParams
+from hpcqueue.autoalloc.model import QueueParams
+from hpcqueue.autoalloc.options import OPTIONS
 from hpcqueue.exceptions import UsageError
 
-#: option -> profile key, for the options a profile can set
-FLAG_KEYS = {
-    "name": None, "time_limit": "time-limit", "backlog": "backlog",
-    "workers_per_alloc": "workers-per-alloc", "max_worker_count": "max-worker-count",
-    "idle_timeout": "idle-timeout", "partition": "partition", "account": "account",
-    "qos": "qos", "cpus": "cpus", "gpus": "gpus", "mem": "mem",
-    "worker_start_cmd": "worker-start-cmd", "worker_stop_cmd": "worker-stop-cmd",
-    "template": "template", "transport": "transport", "login_host": "login-host",
-    "target_drain": "target-drain",
-}
+#: the options `alloc add` takes as flags (the table: hpcqueue/autoalloc/options.py)
+FLAGS = tuple(o.field for o in OPTIONS if o.flag)
 
 
 def interface_address(name: str) -> str:
@@ -44,16 +37,17 @@ def interface_address(name: str) -> str:
 
 def build_params(opts: Mapping[str, Any], given: Collection[str] | None = None) -> QueueParams:
     """QueueParams from the profile, HPCQUEUE_* variables and the options OPTS, in that
-    order.  OPTS holds `scheduler` (required), `profile`, `name`, `pause_after`,
-    `extra_args` and the options of FLAG_KEYS; GIVEN names those of them given explicitly
-    (the others are defaults, which a profile overrides); None: every one with a value."""
+    order.  OPTS holds `scheduler` (required), `profile`, `extra_args` and the options of
+    FLAGS; GIVEN names those of them given explicitly (the others are defaults, which a
+    profile overrides); None: every one with a value."""
     from hpcqueue import config
 
     cfg = config.load().check()
     flags = {}
-    for param, key in FLAG_KEYS.items():
-        if key and (given is None or param in given) and opts.get(param) is not None:
-            flags[key] = opts[param]
+    for o in OPTIONS:
+        if (o.flag and o.profile_key and (given is None or o.field in given)
+                and opts.get(o.field) is not None):
+            flags[o.profile_key] = opts[o.field]
     if opts.get("extra_args"):
         flags["extra-args"] = list(opts["extra_args"])
     ref = opts.get("profile") or (cfg.settings["profile"].value if "profile" in cfg.settings
@@ -81,8 +75,6 @@ def build_params(opts: Mapping[str, Any], given: Collection[str] | None = None) 
     if address:
         kind, value = next(iter(address.items()))
         fields["server_host"] = value if kind == "hostname" else interface_address(value)
-    pause_after = opts.get("pause_after")
     params = QueueParams(scheduler=scheduler, name=opts.get("name"),
-                         pause_after=DEFAULT_PAUSE_AFTER if pause_after is None else pause_after,
                          profile=profile.qualified if profile else None, **fields)
     return params.validate()

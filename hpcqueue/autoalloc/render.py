@@ -1,7 +1,8 @@
 """Job scripts from Jinja templates.
 
 Templates are looked up in order: an explicit ``--template`` file (or a site
-profile's), then the site template dirs, then the packaged ``templates/``.
+profile's), then the site template dirs, then the packaged ``templates/``, then the
+scheduler's own dirs (beside its module: a scheduler added outside hpcqueue's tree).
 The environment is sandboxed with ``StrictUndefined``: a template cannot reach
 Python internals, and a missing variable is an error naming the template, the
 line and the variable, not an empty string in a batch script.
@@ -57,12 +58,13 @@ def _where(e: Exception, name: str, filenames: set[str]) -> str:
 
 
 def render(template_name: str, context: dict, template_file: str | None = None,
-           site_dirs: list[Path] | None = None, template_text: str | None = None) -> str:
+           site_dirs: list[Path] | None = None, template_text: str | None = None,
+           scheduler_dirs: list[Path] | None = None) -> str:
     """Render `template_name` (e.g. ``slurm.sh.j2``), or `template_file` if given (with
     `template_text`: that file's text as it was read earlier)."""
     import jinja2
 
-    search = list(site_dirs or []) + [PACKAGED]
+    search = list(site_dirs or []) + [PACKAGED] + list(scheduler_dirs or [])
     texts = None
     if template_file is not None and template_text is not None:
         path = Path(template_file)

@@ -77,7 +77,8 @@ def write_script(params: QueueParams, queue_id: int, alloc_id: str, alloc_dir: P
     context = sched.context(params, queue_id, alloc_id, alloc_dir, server_dir)
     if worker_cmd is not None:
         context["worker_cmd"] = worker_cmd
-    text = render(sched.template, context, params.template, template_text=params.template_text)
+    text = render(sched.template, context, params.template, template_text=params.template_text,
+                  scheduler_dirs=sched.template_dirs())
     alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     script = alloc_dir / "job.sh"
     script.write_text(text)

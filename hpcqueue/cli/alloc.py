@@ -6,55 +6,65 @@ import sys
 
 import click
 
-from hpcqueue.cli.common import DURATION, get_server_dir, request, server_dir_option
+from hpcqueue.cli.common import get_server_dir, request, server_dir_option
 from hpcqueue.cli.completion import profile_names, queue_refs
 from hpcqueue.cli.output import (
     emit, output_option, print_fields, print_table, when, when_short, with_times,
 )
 from hpcqueue.model import format_duration
 
-SCHEDULER_NAMES = ["slurm", "pbs", "sge", "local"]
+class OptionType(click.ParamType):
+    """A queue option's kind (hpcqueue/autoalloc/options.py) as a click type: the same
+    reading and checks as for its HPCQUEUE_* variable."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.name = kind.name
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.kind.from_text(value)
+        except ValueError as e:
+            self.fail(f"{value!r}: {e}", param, ctx)
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        names = self.kind.choices() if self.kind.choices else []
+        return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+#: what `alloc add` says of an option besides its help in the table
+ADD_NOTES = {"time_limit": " Required unless the profile sets it."}
+
+
+def _option(o, adding: bool = True):
+    """The click option of queue option O, for `alloc add` (with its default) or for
+    `alloc edit` (the new value)."""
+    from hpcqueue.autoalloc.options import PATH, show_default
+
+    shown = show_default(o) if adding else None
+    kind = click.Path(dir_okay=False) if o.kind is PATH else OptionType(o.kind)
+    text = o.help + (ADD_NOTES.get(o.field, "") if adding else "")
+    return click.option(o.flag_name, o.field, type=kind, default=None,
+                        help=text + (f"  [default: {shown}]" if shown is not None else ""))
 
 
 def queue_options(fn):
+    """The arguments and options of `alloc add` and `alloc dry-run`, from the table of queue
+    options."""
+    from hpcqueue.autoalloc.options import BY_FIELD, OPTIONS
+
     options = [
-        click.argument("scheduler", type=click.Choice(SCHEDULER_NAMES)),
-        click.option("--name", help="A name for the queue."),
+        click.argument("scheduler", type=OptionType(BY_FIELD["scheduler"].kind)),
         click.option("--profile", shell_complete=profile_names,
                      help="A site profile (SITE/NAME or NAME) to start from; flags given "
                           "here override it."),
-        click.option("--time-limit", type=DURATION,
-                     help="Wall time of each allocation (required unless the profile sets it)."),
-        click.option("--backlog", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Allocations that may wait in the scheduler's queue at once."),
-        click.option("--workers-per-alloc", type=click.IntRange(min=1), default=1,
-                     show_default=True, help="Nodes per allocation, one worker each."),
-        click.option("--max-worker-count", type=click.IntRange(min=1),
-                     help="Hard limit on this queue's workers, queued and running."),
-        click.option("--idle-timeout", type=DURATION, default="5m", show_default=True,
-                     help="Workers exit after being idle this long."),
-        click.option("--partition", help="Slurm partition / PBS queue."),
-        click.option("--account", help="Account to charge."),
-        click.option("--qos", help="Quality of service (Slurm)."),
-        click.option("--cpus", type=click.IntRange(min=1), help="CPUs per worker."),
-        click.option("--gpus", type=click.IntRange(min=0), help="GPUs per worker."),
-        click.option("--mem", help="Memory per node, e.g. 4G."),
-        click.option("--worker-start-cmd", help="Shell command run before the worker starts."),
-        click.option("--worker-stop-cmd", help="Shell command run after the worker stops."),
-        click.option("--template", type=click.Path(dir_okay=False),
-                     help="A Jinja template to use instead of the packaged one."),
-        click.option("--transport", type=click.Choice(["cli", "pyslurm", "drmaa", "ssh"]),
-                     default="cli", show_default=True, help="How scripts reach the scheduler."),
-        click.option("--login-host", help="With --transport ssh: the host to run the "
-                                          "scheduler's commands on."),
-        click.option("--target-drain", type=DURATION,
-                     help="Size by throughput: workers enough to run the waiting tasks "
-                          "within this time, from their observed run times (default: a "
-                          "worker per waiting task)."),
-        click.option("--pause-after", type=click.IntRange(min=1), default=3, show_default=True,
-                     help="Pause the queue after this many of its own failures in a row."),
-        click.argument("extra_args", nargs=-1, type=click.UNPROCESSED),
     ]
+    options += [_option(o) for o in OPTIONS if o.flag]
+    options.append(click.argument("extra_args", nargs=-1, type=click.UNPROCESSED))
     for option in reversed(options):
         fn = option(fn)
     return fn
@@ -70,9 +80,9 @@ def _given(ctx, name: str) -> bool:
 def build_params(ctx, opts: dict):
     """QueueParams from the profile, HPCQUEUE_* variables and the flags given, in that
     order (see :func:`hpcqueue.autoalloc.params.build_params`)."""
-    from hpcqueue.autoalloc.params import FLAG_KEYS, build_params
+    from hpcqueue.autoalloc.params import FLAGS, build_params
 
-    return build_params(opts, given={p for p in FLAG_KEYS if _given(ctx, p)})
+    return build_params(opts, given={p for p in FLAGS if _given(ctx, p)})
 
 
 @click.group()
@@ -219,6 +229,61 @@ def remove(ctx, queue, force, output):
         click.echo(f"queue {r['queue']} removed")
 
 
+def edit_options(fn):
+    """The options `alloc edit` may change: those of the table marked editable."""
+    from hpcqueue.autoalloc.options import EDITABLE
+
+    for o in reversed(EDITABLE):
+        fn = _option(o, adding=False)(fn)
+    return fn
+
+
+def _show(field: str, value) -> str:
+    from hpcqueue.autoalloc.options import BY_FIELD, DURATION
+
+    if value is None:
+        return "-"
+    return format_duration(value) if BY_FIELD[field].kind is DURATION else str(value)
+
+
+def describe_changes(changes: dict) -> str:
+    """`backlog 1 -> 3, idle timeout 5m00s -> 1m00s`."""
+    return ", ".join(f"{k.replace('_', ' ')} {_show(k, old)} -> {_show(k, new)}"
+                     for k, (old, new) in changes.items())
+
+
+@alloc.command()
+@server_dir_option
+@click.argument("queue", shell_complete=queue_refs)
+@edit_options
+@click.option("--no-dry-run", is_flag=True,
+              help="Change --time-limit without first submitting a held test job.")
+@output_option
+@click.pass_context
+def edit(ctx, queue, no_dry_run, output, **opts):
+    """Change options of a live queue: `alloc edit 1 --backlog 4 --max-worker-count 16`.
+
+    The next cycle uses them; allocations already submitted keep their script.  Changes
+    are journaled, and `alloc explain` lists them."""
+    changes = {k: v for k, v in opts.items() if v is not None}
+    if not changes:
+        from hpcqueue.autoalloc.options import EDITABLE
+
+        raise click.UsageError("nothing to change: give one or more of "
+                               + ", ".join(o.flag_name for o in EDITABLE))
+    r = request(ctx, "alloc_edit", timeout=180, queue=_queue_ref(queue), changes=changes,
+                dry_run=not no_dry_run)
+    if output != "table":
+        return emit(output, {"queue": r["queue"], "changed": r["changed"],
+                             "dry_run": r["dry_run"]}, ids=[r["queue"]])
+    if not r["changed"]:
+        click.echo(f"queue {r['queue']}: nothing changed (it had those values)")
+        return
+    click.echo(f"queue {r['queue']}: {describe_changes(r['changed'])}"
+               + (" (dry run passed)" if r["dry_run"] else "")
+               + "; from the next cycle on")
+
+
 @alloc.command()
 @server_dir_option
 @click.argument("queue", shell_complete=queue_refs)
@@ -230,7 +295,8 @@ def explain(ctx, queue, output):
     r.pop("ok", None)
     if output != "table":
         decisions = [with_times(d, "t") for d in r["decisions"]]
-        return emit(output, dict(r, decisions=decisions), ids=[])
+        edits = [with_times(e, "t") for e in r.get("edits", [])]
+        return emit(output, dict(r, decisions=decisions, edits=edits), ids=[])
     click.echo(f"queue {r['queue']} is {r['state']}"
                + (f": {r['pause_reason']}" if r["pause_reason"] else ""))
     now = r["now"]
@@ -243,6 +309,8 @@ def explain(ctx, queue, output):
     for u in r.get("unknown", []):
         click.echo(f"allocation {u['id']} (job {u['job_id']}) is unknown since "
                    f"{when(u['t'])}: {u['reason']}")
+    for e in r.get("edits", []):
+        click.echo(f"edited {when(e['t'])}: {describe_changes(e['changes'])}")
     if r["decisions"]:
         click.echo("recent decisions:")
     for d in r["decisions"][-10:]:

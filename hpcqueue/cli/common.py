@@ -23,7 +23,8 @@ def _set_server_dir(ctx: click.Context, param, value):
 server_dir_option = click.option(
     "--server-dir", type=click.Path(file_okay=False), envvar=ENV_SERVER_DIR,
     expose_value=False, callback=_set_server_dir, is_eager=True,
-    help=f"Server dir (default ${ENV_SERVER_DIR} or ~/.hpcqueue-server).",
+    help=f"Server dir (default ${ENV_SERVER_DIR}, else settings.server-dir of the config "
+         "files, else ~/.hpcqueue-server).",
 )
 
 limit_option = click.option("--limit", type=click.IntRange(min=1), metavar="N",

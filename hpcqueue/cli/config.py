@@ -140,8 +140,8 @@ settings:
 profiles:
   example:
     description: an example profile; copy and adapt
-    scheduler: slurm          # slurm | pbs | sge | local
-    # transport: cli          # cli | pyslurm | drmaa | ssh
+    scheduler: slurm          # `hpcqueue alloc add --help` names them (slurm, pbs, ...)
+    # transport: cli          # cli | ssh, and per scheduler pyslurm (slurm), drmaa (sge)
     # login-host: login1      # with transport ssh
     # partition: cpu          # Slurm partition / PBS queue / SGE queue
     # account: myproject
@@ -151,6 +151,9 @@ profiles:
     # workers-per-alloc: 1    # nodes per allocation, one worker each
     # max-worker-count: 8     # a hard limit on workers, queued and running
     # idle-timeout: 5m        # workers exit after being idle this long
+    # target-drain: 10m       # size by throughput: workers to run the waiting tasks in 10m
+    # pause-after: 3          # pause the queue after this many of its failures in a row
+    # keep-dirs: 20           # keep the folders of this many ended allocations
     # cpus: 32                # CPUs per worker
     # gpus: 0                 # GPUs per worker
     # mem: 64G                # memory per node

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpcqueue.autoalloc.options import OPTIONS
 from hpcqueue.config.schema import PROFILE_KEYS, SETTING_KEYS, Problem, parse
 from hpcqueue.exceptions import HpcqueueError, UsageError
 
@@ -80,7 +81,8 @@ class Config:
             return
         site = data.get("site") or path.stem
         where = f"{layer} {path}"
-        for key, value in data["settings"].items():
+        for key, raw in data["settings"].items():
+            value = _relative_to(path, raw) if key == "server-dir" else raw  # as read below
             self.settings[key] = Value(value, f"{where}:{lines[('settings', key)]}")
         for pname, values in data["profiles"].items():
             prof = self.profiles.setdefault(f"{site}/{pname}", Profile(site, pname))
@@ -136,34 +138,19 @@ class Config:
     def effective(self, profile: Profile | None, flags: dict | None = None) -> dict:
         """key -> Value for a queue: the profile, then HPCQUEUE_* variables, then flags."""
         out = dict(profile.values) if profile is not None else {}
-        for key, (check, _) in PROFILE_KEYS.items():
-            name = env_key(key)
-            if self.env.get(name) and key not in ("description",):
+        for option in OPTIONS:
+            name = option.env_var
+            if name and self.env.get(name):
                 raw = self.env[name]
                 try:
-                    out[key] = Value(_env_value(key, raw, check), f"environment {name}")
+                    out[option.profile_key] = Value(option.kind.from_text(raw),
+                                                    f"environment {name}")
                 except ValueError as e:
                     raise UsageError(f"${name}={raw!r}: {e}") from None
         for key, value in (flags or {}).items():
             out[key] = Value(value, "command line")
         out.pop("description", None)
         return out
-
-
-def _env_value(key: str, raw: str, check):
-    if key in ("modules", "extra-args"):
-        return check(raw.split())
-    if key == "env":
-        return check(dict(item.split("=", 1) for item in raw.split() if "=" in item))
-    if key in ("backlog", "workers-per-alloc", "max-worker-count", "cpus", "gpus"):
-        try:
-            return check(int(raw))
-        except ValueError:
-            raise ValueError("must be a whole number") from None
-    if key == "server-address":
-        kind, _, value = raw.partition(":")
-        return check({kind: value})
-    return check(raw)
 
 
 def load(env=None) -> Config:
@@ -176,6 +163,42 @@ def load(env=None) -> Config:
                 cfg.add_file(layer, path)
     cfg.add_env(env)
     return cfg
+
+
+def _relative_to(path: Path, value: str) -> str:
+    """A path from config file PATH: ~ expanded, relative to the file's directory."""
+    return str((path.parent / os.path.expanduser(value)).resolve())
+
+
+def server_dir_setting(env=None) -> Value | None:
+    """``settings.server-dir`` from the config files, later layers winning (the default server
+    dir, below ``--server-dir`` and ``$HPCQUEUE_SERVER_DIR``); None when no file sets it.
+
+    Every command without those reads this, so only files that mention ``server-dir`` are
+    parsed (most never are).  A file whose ``server-dir`` is wrong, or that does not parse,
+    is an error naming it (rather than another server dir); its other problems are left to
+    the commands that use them."""
+    env = os.environ if env is None else env
+    found = None
+    for layer, directory in layer_dirs(env):
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            if "server-dir" not in text:
+                continue
+            data, lines, problems = parse(str(path), text)
+            bad = [p for p in problems if p.key in ("-", "settings", "settings.server-dir")]
+            if bad:
+                raise ConfigError(f"{bad[0]}: fix it, then check with "
+                                  f"`hpcqueue config validate {path}`")
+            if "server-dir" in data.get("settings", {}):
+                found = Value(_relative_to(path, data["settings"]["server-dir"]),
+                              f"{layer} {path}:{lines[('settings', 'server-dir')]}")
+    return found
 
 
 def queue_fields(values: dict) -> dict:

@@ -24,7 +24,7 @@ import difflib
 import os
 from dataclasses import dataclass
 
-from hpcqueue.model import parse_duration
+from hpcqueue.autoalloc.options import OPTIONS
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Problem:
         return f"{where}: {self.key}: {self.message}"
 
 
-# ---------------------------------------------------------------- value kinds
+# ---------------------------------------------------------------- keys
 
 def _str(v):
     if not isinstance(v, str):
@@ -47,92 +47,10 @@ def _str(v):
     return v
 
 
-def _word(v):
-    from hpcqueue.autoalloc.model import check_word
-    from hpcqueue.exceptions import UsageError
-
-    _str(v)
-    try:
-        check_word(v, "value")
-    except UsageError as e:
-        raise ValueError(str(e).split(": ", 1)[-1]) from None
-    return v
-
-
-def _int(low):
-    def check(v):
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise ValueError("must be a whole number")
-        if v < low:
-            raise ValueError(f"must be at least {low}")
-        return v
-    return check
-
-
-def _duration(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise ValueError("must be a duration such as 90s, 10m, 1h or 01:30:00")
-    try:
-        return parse_duration(str(v))
-    except Exception:
-        raise ValueError(f"{v!r} is not a duration: use e.g. 90s, 10m, 1h or 01:30:00") \
-            from None
-
-
-def _choice(*options):
-    def check(v):
-        if v not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return v
-    return check
-
-
-def _str_list(v):
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise ValueError("must be a list of strings")
-    return v
-
-
-def _str_map(v):
-    if not isinstance(v, dict) or not all(
-            isinstance(k, str) and isinstance(x, (str, int, float)) for k, x in v.items()):
-        raise ValueError("must map names to values")
-    return {k: str(x) for k, x in v.items()}
-
-
-def _server_address(v):
-    if not (isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("hostname", "interface")
-            and isinstance(next(iter(v.values())), str)):
-        raise ValueError("must be {hostname: NAME} or {interface: IFACE}")
-    return v
-
-
-#: profile key -> (check, QueueParams field or None)
-PROFILE_KEYS = {
-    "description": (_str, None),
-    "scheduler": (_choice("slurm", "pbs", "sge", "local"), "scheduler"),
-    "transport": (_choice("cli", "pyslurm", "drmaa", "ssh"), "transport"),
-    "login-host": (_str, "login_host"),
-    "partition": (_word, "partition"),
-    "account": (_word, "account"),
-    "qos": (_word, "qos"),
-    "time-limit": (_duration, "time_limit"),
-    "backlog": (_int(1), "backlog"),
-    "workers-per-alloc": (_int(1), "workers_per_alloc"),
-    "max-worker-count": (_int(1), "max_worker_count"),
-    "idle-timeout": (_duration, "idle_timeout"),
-    "cpus": (_int(1), "cpus"),
-    "gpus": (_int(0), "gpus"),
-    "mem": (_word, "mem"),
-    "modules": (_str_list, "modules"),
-    "env": (_str_map, "env"),
-    "worker-start-cmd": (_str, "worker_start_cmd"),
-    "worker-stop-cmd": (_str, "worker_stop_cmd"),
-    "extra-args": (_str_list, "extra_args"),
-    "template": (_str, "template"),
-    "server-address": (_server_address, "server_address"),
-    "target-drain": (_duration, "target_drain"),
-}
+#: profile key -> (check, QueueParams field or None): from the table of queue options
+#: (hpcqueue/autoalloc/options.py), and a description
+PROFILE_KEYS = {"description": (_str, None),
+                **{o.profile_key: (o.kind.check, o.field) for o in OPTIONS if o.profile_key}}
 
 SETTING_KEYS = {
     "server-dir": _str,
@@ -141,6 +59,16 @@ SETTING_KEYS = {
 }
 
 TOP_KEYS = {"site": _str, "description": _str, "settings": None, "profiles": None}
+
+
+def _transport_problem(scheduler: str, transport: str) -> str | None:
+    """What is wrong with TRANSPORT for SCHEDULER (the scheduler's class says), if anything."""
+    from hpcqueue.autoalloc import backends
+
+    allowed = backends.transports_for(scheduler)
+    if transport not in allowed:
+        return f"{transport} does not work with {scheduler}: use one of {', '.join(allowed)}"
+    return None
 
 
 def _suggest(key: str, valid) -> str:
@@ -220,6 +148,11 @@ def parse(path: str, text: str | None = None):
                         values[k] = PROFILE_KEYS[k][0](raw[k])
                     except ValueError as e:
                         problems.append(Problem(name, _line(kn), f"profiles.{pname}.{k}", str(e)))
+                if "scheduler" in values and "transport" in values:
+                    problem = _transport_problem(values["scheduler"], values["transport"])
+                    if problem:
+                        problems.append(Problem(name, lines[("profiles", pname, "transport")],
+                                                f"profiles.{pname}.transport", problem))
                 out["profiles"][pname] = values
         else:
             try:

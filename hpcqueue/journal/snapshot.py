@@ -156,6 +156,7 @@ def _book_dict(book: AllocBook) -> dict:
         "pause_reason": q.pause_reason, "created": q.created, "next_alloc": q.next_alloc,
         "faults_in_row": q.faults_in_row, "submit_failures": q.submit_failures,
         "last_failure": q.last_failure, "last_error": q.last_error,
+        "edits": [[t, dict(changed)] for t, changed in q.edits],
     } for q in book.queues.values()]
     # in the order of `by_id`; each queue's own dict holds its allocations in the same order
     allocs = [{
@@ -228,6 +229,7 @@ def _load_book(book: AllocBook, data: dict) -> None:
         q.submit_failures = d["submit_failures"]
         q.last_failure = d["last_failure"]
         q.last_error = d["last_error"]
+        q.edits.extend([t, dict(changed)] for t, changed in d.get("edits", ()))  # (older: none)
         book.queues[q.id] = q
     for d in data["allocs"]:
         a = Allocation({"id": d["id"], "queue": d["queue"], "job_id": d["job_id"],

@@ -1,12 +1,20 @@
-"""The generic scheduler: the script context and the CLI dialect's hooks.
+"""The generic scheduler: what a scheduler declares about itself, the script context and
+the CLI dialect's hooks.
 
-A scheduler subclass supplies its template name, its submit/status/cancel
-commands and how to read their output, and how its job states map onto ours.
+A scheduler is its class (see :mod:`hpcqueue.autoalloc.backends`, which finds them).  A
+subclass declares its name, its template, the transports that can deliver its scripts, its
+DRMAA native specification, how a worker recognises the batch job it runs in and how it reads
+the time that job has left; and it supplies its submit/status/cancel commands, how to read
+their output, and how its job states map onto ours.
+
+This module is imported by a starting worker (to find its batch job): keep it to the
+standard library, with nothing heavy at import time.
 """
 
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +59,32 @@ def worker_command(params: QueueParams) -> str:
     return shlex.join(argv)
 
 
+def run_quietly(argv: list[str], timeout: float = 15.0) -> str | None:
+    """The stdout of a short query command, or None if it failed (for the time-left hooks:
+    a worker that cannot ask simply does not know its end)."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
 class Scheduler:
-    name = "generic"
+    #: the name users give: `alloc add NAME`, `scheduler: NAME` in a profile; a class without
+    #: one (this base) is not registered
+    name = ""
+    #: the packaged template (templates/), or one beside the scheduler's module
     template = "generic.sh.j2"
+    #: the transports that can deliver its scripts (`--transport`); the first is the default
+    transports: tuple = ("cli", "ssh")
+    #: DRMAA's nativeSpecification that makes the DRM read the script's own directives
+    drmaa_native_spec = ""
+    #: environment variables that are all set inside one of its batch jobs; the first holds
+    #: the job id (empty: a worker never recognises one)
+    batch_env: tuple = ()
+    #: the order in which a worker tries the schedulers to recognise its batch job (lower
+    #: first), for environments that look like several
+    batch_rank = 100
     #: state words meaning the job waits in the queue / runs
     queued_words: frozenset = frozenset()
     running_words: frozenset = frozenset()
@@ -63,6 +94,32 @@ class Scheduler:
 
     def time(self, seconds: float) -> str:
         return hms(seconds)
+
+    # ------------------------------------------------------------- inside a batch job
+
+    @classmethod
+    def batch_job(cls, env) -> str | None:
+        """The id of the batch job whose environment ENV is, if it is one of ours."""
+        if cls.batch_env and all(env.get(name) for name in cls.batch_env):
+            return env[cls.batch_env[0]]
+        return None
+
+    @classmethod
+    def end_time(cls, job_id: str) -> float | None:
+        """Epoch seconds when batch job JOB_ID ends, asked once at worker start; None: not
+        known."""
+        return None
+
+    def deliver_with(self, transport: str) -> str:
+        """The transport that delivers its scripts when TRANSPORT is chosen."""
+        return transport
+
+    def template_dirs(self) -> list[Path]:
+        """Where its template may be besides the packaged ones: beside its module (a
+        scheduler added outside hpcqueue's tree brings its template along)."""
+        module = sys.modules.get(type(self).__module__)
+        path = getattr(module, "__file__", None)
+        return [Path(path).resolve().parent] if path else []
 
     def context(self, params: QueueParams, queue_id: int, alloc_id: str, alloc_dir: Path,
                 server_dir: Path) -> dict:

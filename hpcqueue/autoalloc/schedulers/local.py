@@ -10,3 +10,8 @@ class Local(Scheduler):
     template = "local.sh.j2"
     queued_words = frozenset()
     running_words = frozenset({"running"})
+    #: `--transport cli` (the default) is what users give; the local transport delivers
+    transports = ("cli",)
+
+    def deliver_with(self, transport: str) -> str:
+        return "local"

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from hpcqueue.autoalloc.model import AllocState, EndReason
-from hpcqueue.autoalloc.schedulers.base import RawStatus, Scheduler
+from hpcqueue.autoalloc.schedulers.base import RawStatus, Scheduler, run_quietly
 from hpcqueue.exceptions import SchedulerError
 
 
@@ -20,6 +20,29 @@ class Pbs(Scheduler):
     queued_words = frozenset({"Q", "H", "W", "T", "S", "U"})
     running_words = frozenset({"R", "E", "B"})
     cli_commands = ("qsub", "qstat", "qdel")
+    batch_env = ("PBS_JOBID",)
+
+    @classmethod
+    def end_time(cls, job_id: str) -> float | None:
+        """From `qstat -f`: the walltime limit less the walltime used."""
+        import time
+
+        from hpcqueue.model import parse_duration
+
+        out = run_quietly(["qstat", "-f", job_id])
+        if not out:
+            return None
+        limit = used = None
+        for line in out.splitlines():
+            key, _, value = line.strip().partition(" = ")
+            try:
+                if key == "Resource_List.walltime":
+                    limit = parse_duration(value.strip())
+                elif key == "resources_used.walltime":
+                    used = parse_duration(value.strip())
+            except Exception:
+                return None
+        return None if limit is None else time.time() + limit - (used or 0)
 
     def submit_argv(self, script: Path, hold: bool) -> list[str]:
         # -o/-e on the command line too: Slurm's qsub wrapper ignores the #PBS lines

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from hpcqueue.autoalloc.model import AllocState, EndReason
-from hpcqueue.autoalloc.schedulers.base import RawStatus, Scheduler
+from hpcqueue.autoalloc.schedulers.base import RawStatus, Scheduler, run_quietly
 from hpcqueue.exceptions import SchedulerError
 
 PARALLEL_ENV = "smp"
@@ -22,6 +22,27 @@ class Sge(Scheduler):
     queued_words = frozenset({"qw", "hqw", "hRwq", "Rq", "t"})
     running_words = frozenset({"r", "Rr", "s", "S", "T", "ts", "tr"})
     cli_commands = ("qsub", "qstat", "qdel")
+    transports = ("cli", "drmaa", "ssh")
+    drmaa_native_spec = "-b n"  # a script, not a binary: its #$ directives apply
+    batch_env = ("JOB_ID", "SGE_O_WORKDIR")
+
+    @classmethod
+    def end_time(cls, job_id: str) -> float | None:
+        """Grid Engine puts no h_rt in the job's environment: ask qstat once."""
+        from hpcqueue.model import parse_duration
+
+        out = run_quietly(["qstat", "-j", job_id, "-xml"])
+        if not out:
+            return None
+        start = re.search(r"<JAT_start_time>(\d+)</JAT_start_time>", out)
+        limit = re.search(r"<CE_name>h_rt</CE_name>\s*<CE_valtype>\d+</CE_valtype>\s*"
+                          r"<CE_stringval>([^<]+)</CE_stringval>", out)
+        if not (start and limit):
+            return None
+        try:
+            return float(start.group(1)) + parse_duration(limit.group(1))
+        except Exception:
+            return None
 
     def context(self, *args, **kwargs) -> dict:
         ctx = super().context(*args, **kwargs)

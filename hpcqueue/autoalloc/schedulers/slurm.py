@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpcqueue.autoalloc.model import AllocState, EndReason
-from hpcqueue.autoalloc.schedulers.base import RawStatus, Scheduler
+from hpcqueue.autoalloc.schedulers.base import RawStatus, Scheduler, run_quietly
 from hpcqueue.exceptions import SchedulerError
 
 #: job states that end a job for reasons that are not the queue's fault
@@ -34,10 +34,26 @@ def _epoch(text: str) -> float | None:
 class Slurm(Scheduler):
     name = "slurm"
     template = "slurm.sh.j2"
+    transports = ("cli", "pyslurm", "ssh")
+    batch_env = ("SLURM_JOB_ID",)
+    batch_rank = 10  # first: Slurm's PBS wrappers may set PBS_* variables in its jobs too
     queued_words = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD",
                               "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"})
     running_words = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT",
                                "RESIZING", "STOPPED"})
+
+    @classmethod
+    def end_time(cls, job_id: str) -> float | None:
+        import time
+
+        from hpcqueue.model import slurm_time
+
+        out = run_quietly(["squeue", "-h", "-j", job_id, "-o", "%L"])
+        text = out.strip().splitlines()[0].strip() if out and out.strip() else ""
+        try:
+            return time.time() + float(slurm_time(text))
+        except ValueError:
+            return None  # UNLIMITED, NOT_SET, INVALID, nothing
 
     def time(self, seconds: float) -> str:
         s = max(60, int(round(seconds)))

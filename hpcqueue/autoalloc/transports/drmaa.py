@@ -17,10 +17,6 @@ from pathlib import Path
 from hpcqueue.autoalloc.schedulers.base import RawStatus
 from hpcqueue.exceptions import SchedulerError, UsageError
 
-#: native specification that makes the DRM read the script's own directives
-NATIVE_SPEC = {"sge": "-b n", "pbs": "", "slurm": ""}
-
-
 def _import_drmaa():
     try:
         import drmaa
@@ -80,7 +76,7 @@ class DrmaaTransport:
             try:
                 jt.remoteCommand = str(script)
                 jt.workingDirectory = str(cwd)
-                jt.nativeSpecification = NATIVE_SPEC.get(scheduler.name, "")
+                jt.nativeSpecification = scheduler.drmaa_native_spec
                 if hold:
                     jt.jobSubmissionState = drmaa.JobSubmissionState.HOLD_STATE
                 return session.runJob(jt)
