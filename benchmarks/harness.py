@@ -259,8 +259,13 @@ def cpu_snapshot(c: Cluster) -> tuple[float, float, float]:
     return server, own, children
 
 
-def run_tasks(procs: Processes, root: Path, setup: Setup, n: int) -> Run:
-    """Fresh server and workers; submit n /bin/true tasks and wait for them."""
+def run_tasks(procs: Processes, root: Path, setup: Setup, n: int,
+              output: bool = False) -> Run:
+    """Fresh server and workers; submit n /bin/true tasks and wait for them.
+
+    With `output`, the tasks keep submit's default output (two files per task, in the
+    run's dir); otherwise `--stdout none --stderr none`.
+    """
     journal = None
     if setup.journal:
         journal = Path(tempfile.mkdtemp(prefix="journal-", dir=root)) / "journal"
@@ -269,8 +274,8 @@ def run_tasks(procs: Processes, root: Path, setup: Setup, n: int) -> Run:
         start_workers(procs, c, setup)
         before = cpu_snapshot(c)
         t0 = time.perf_counter()
-        c.cli("submit", "--array", f"1-{n}", "--stdout", "none", "--stderr", "none",
-              "--", "/bin/true")
+        discard = [] if output else ["--stdout", "none", "--stderr", "none"]
+        c.cli("submit", "--array", f"1-{n}", *discard, "--", "/bin/true")
         t1 = time.perf_counter()
         c.cli("job", "wait", "all", timeout=RUN_TIMEOUT)
         t2 = time.perf_counter()
