@@ -324,4 +324,4 @@ def test_the_examples_of_docs_api_run(tmp_path, monkeypatch):
                             f"{code}", pytrace=False)
         assert namespace["summary"].finished == 100  # the array of ./sim.sh
         assert namespace["watch"].final[0].failed == 2
-        assert namespace["client"].job("last").info()["state"] == "finished"
+        assert namespace["client"].job("last").wait().state == "finished"  # (block 14: not waited)
