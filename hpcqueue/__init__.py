@@ -18,9 +18,9 @@ __version__ = "0.1.0"
 #: public name -> the module that holds it
 _API = {
     "Client": "hpcqueue.client",
-    "Job": "hpcqueue.client",
-    "JobSummary": "hpcqueue.client",
-    "Task": "hpcqueue.client",
+    "Job": "hpcqueue.views",
+    "JobSummary": "hpcqueue.views",
+    "Task": "hpcqueue.views",
     "Failures": "hpcqueue.watch",
     "FailedTask": "hpcqueue.watch",
     "LocalCluster": "hpcqueue.cluster",

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Union
 from hpcqueue.exceptions import ConnectionLost, from_reply
 
 if TYPE_CHECKING:
-    from hpcqueue.client import Client, JobSummary
+    from hpcqueue.client import Client
+    from hpcqueue.views import JobSummary
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class Watch(_Pushed):
                     "interval": interval, "unfinished": unfinished, "failures": failures})
 
     def __next__(self) -> Union[list[JobSummary], Failures]:
-        from hpcqueue.client import JobSummary
+        from hpcqueue.views import JobSummary
 
         msg = self._recv()
         if isinstance(msg, dict) and "progress" in msg:

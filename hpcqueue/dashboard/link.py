@@ -54,7 +54,7 @@ class ServerLink:
     def task_output(self, job: int, task: int, stream: str, tail: int) -> str:
         """The last TAIL lines a task wrote to STREAM, as `job cat --task --tail` prints
         them, with a line about what could not be read."""
-        from hpcqueue.client import Job
+        from hpcqueue.views import Job
 
         try:
             data, problem = Job(self.client, job).task(task).output(stream, tail), None
