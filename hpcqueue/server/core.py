@@ -31,6 +31,7 @@ from hpcqueue.exceptions import JournalError, JournalUnavailable
 from hpcqueue.jobs import Job
 from hpcqueue.model import WorkerState
 from hpcqueue.server import dispatch
+from hpcqueue.server.liveness import Liveness
 from hpcqueue.state import ServerState
 
 log = logging.getLogger("hpcqueue.server")
@@ -49,7 +50,7 @@ _FACTS = frozenset({"done", "back", "wgone"})
 class Peer:
     """One authenticated connection."""
 
-    __slots__ = ("reader", "writer", "session", "addr", "worker_id", "sent_jobs", "last_seen")
+    __slots__ = ("reader", "writer", "session", "addr", "worker_id", "sent_jobs")
 
     def __init__(self, reader, writer, session, addr):
         self.reader = reader
@@ -58,7 +59,6 @@ class Peer:
         self.addr = addr
         self.worker_id: int | None = None
         self.sent_jobs: set[int] = set()
-        self.last_seen = time.monotonic()
 
 
 class Waiter:
@@ -79,6 +79,9 @@ class Core:
         self.dispatch_policy = dispatch_policy
         self._plan = dispatch.POLICIES[dispatch_policy]
         self.live: dict[int, Peer] = {}  # worker id -> connection
+        #: when each live worker was last heard from; the server sets its limit
+        #: (heartbeat x misses + 2 s), this default is that of the default heartbeat
+        self.liveness = Liveness(26.0)
         self.waiters: list[Waiter] = []
         self._dispatch_scheduled = False
         self.loop = asyncio.get_event_loop()
@@ -270,6 +273,7 @@ class Core:
 
     def worker_gone(self, wid: int, reason: str, crash: bool) -> None:
         self.live.pop(wid, None)
+        self.liveness.remove(wid)
         w = self.state.workers.get(wid)
         if w is not None and w.state is WorkerState.RUNNING:
             log.info("worker %d %s: %s", wid, "lost" if crash else "stopped", reason)

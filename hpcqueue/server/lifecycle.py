@@ -52,6 +52,7 @@ from hpcqueue.model import FAILED
 from hpcqueue.protocol import new_key, read_message, server_handshake
 from hpcqueue.server.config import ServerConfig
 from hpcqueue.server.core import Core, Peer
+from hpcqueue.server.liveness import Liveness
 from hpcqueue.autoalloc import handlers as _alloc_handlers  # noqa: F401 (registers them)
 from hpcqueue.autoalloc.service import AutoAlloc
 from hpcqueue.server.handlers import HANDLERS, _job_ids, check_flag, check_seconds
@@ -170,6 +171,7 @@ class Server:
         if cfg.journal is not None:
             state, journal = self._open_journal(cfg)
         self.core = core = Core(state, journal, dispatch_policy=cfg.dispatch)
+        core.liveness = Liveness(cfg.heartbeat * cfg.heartbeat_misses + 2)
         core.result_limit = cfg.result_limit
         core.server_dir = str(cfg.server_dir)
         try:
@@ -270,8 +272,8 @@ class Server:
         self.stopping.set()
 
     async def main_loop(self) -> None:
-        core, cfg = self.core, self.config
-        limit = cfg.heartbeat * cfg.heartbeat_misses + 2
+        core = self.core
+        limit = core.liveness.limit
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
@@ -279,9 +281,10 @@ class Server:
                 pass
             if core.journal is not None:
                 self._tend_journal()
-            now = time.monotonic()
-            for wid, peer in list(core.live.items()):
-                if now - peer.last_seen > limit:
+            # only the workers whose deadline has come: no scan of every worker
+            for wid in core.liveness.expired(time.monotonic()):
+                peer = core.live.get(wid)
+                if peer is not None:
                     core.worker_gone(wid, f"no heartbeat for {limit:.0f}s", crash=True)
                     peer.writer.close()
 
@@ -574,9 +577,28 @@ async def _close(writer) -> None:
         pass
 
 
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise this process's soft limit on open files to its hard limit: the server holds a
+    descriptor per connected worker and client, and a soft limit of 1024 (a common default)
+    would refuse the 1,000th worker.  Returns (soft before, soft now)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard or (hard != resource.RLIM_INFINITY and soft > hard):
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):  # e.g. an infinite hard limit the kernel caps lower
+        return soft, soft
+    return soft, hard
+
+
 def run_server(config: ServerConfig, ready=None, open_log=None) -> None:
     """Run a server until a signal or `server stop`; `ready(server)` once it listens;
     `open_log(path)` with its instance's server.log (see `Server`)."""
+    before, now = raise_fd_limit()
+    if now != before:
+        log.debug("open files limit raised from %d to %d (the hard limit)", before, now)
 
     async def main():
         server = Server(config, ready, open_log)
