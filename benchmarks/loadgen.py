@@ -8,8 +8,12 @@ server dir.  This process opens N worker connections in one asyncio loop, each s
 real protocol with hpcqueue's own code (`protocol.client_handshake`, `Session.seal`,
 `read_message`): the worker hello, heartbeats, and for every `tasks` message a `done` with
 exit code 0 for each task (a no-op executor; results wait RESULT_DELAY to travel together,
-as a real worker's do).  Meanwhile M clients in a child process (so that their latency is
-the server's, not this loop's) ask `job list` through `hpcqueue.Client` in a loop.
+as a real worker's do).  A result says its task ran `--task-time` seconds (default 10 ms):
+the server's prefetch follows it, so each worker holds about 1 + 0.1 s / task-time tasks per
+cpu (11 by default; 65 with --task-time 0), and a run's tasks must be many times N times
+that for the rate to be the steady state's.  Meanwhile M clients in a child process (so
+that their latency is the server's, not this loop's) ask `job list` through
+`hpcqueue.Client` in a loop.
 
 Printed per run, with `uptime`'s load average:
 - RSS per connected worker: the server's VmRSS after N workers connected and before any
@@ -35,6 +39,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -104,10 +109,11 @@ class SimWorker:
             msg = await read_message(self.reader, self.session)
             op = msg.get("op")
             if op == "tasks":
-                t = time.time()
+                t1 = time.time()
+                t0 = t1 - fleet.task_time
                 # a task is (job, index, id, instance, entry); a result row is
                 # [job, index, instance, exit, t0, t1, msg]
-                self.pending += [[task[0], task[1], task[3], 0, t, t, None]
+                self.pending += [[task[0], task[1], task[3], 0, t0, t1, None]
                                  for task in msg["tasks"]]
                 fleet.received += len(msg["tasks"])
                 if self.flush_at is None:
@@ -126,8 +132,8 @@ class SimWorker:
 class Fleet:
     """N simulated workers in this loop, their heartbeats, and the count of tasks done."""
 
-    def __init__(self, server_dir: Path, cpus: int):
-        self.server_dir, self.cpus = server_dir, cpus
+    def __init__(self, server_dir: Path, cpus: int, task_time: float):
+        self.server_dir, self.cpus, self.task_time = server_dir, cpus, task_time
         self.workers: list[SimWorker] = []
         self.tasks: list[asyncio.Task] = []
         self.received = 0
@@ -238,7 +244,7 @@ async def _drive(c, args, n: int) -> dict:
     pid = c.server.pid
     load = uptime()
     rss0 = memory_kib(pid)
-    fleet = Fleet(c.server_dir, args.cpus)
+    fleet = Fleet(c.server_dir, args.cpus, args.task_time)
     t0 = time.perf_counter()
     await fleet.connect(n)
     connect_s = time.perf_counter() - t0
@@ -254,6 +260,12 @@ async def _drive(c, args, n: int) -> dict:
     await asyncio.sleep(1.0)  # the child's imports
 
     fleet.goal = args.tasks
+    spy = None
+    if args.py_spy:  # the server's stacks while the tasks run, as collapsed stacks
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw",
+                                "--rate", "200", "--nonblocking", "--output",
+                                f"{args.py_spy}.{n}.{os.getpid()}.{time.time():.0f}.txt"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu_server0, cpu_self0 = cpu_seconds(pid)[0], sum(os.times()[:2])
     t_submit = time.perf_counter()
     with Client(c.server_dir) as client:  # in a thread: it blocks, and the loop must run
@@ -269,6 +281,9 @@ async def _drive(c, args, n: int) -> dict:
             await asyncio.sleep(0.05)
             info = await asyncio.to_thread(client.request, "job_info", job=job.id)
     wall = time.perf_counter() - t_submit
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        await asyncio.to_thread(spy.wait, 30)
     cpu_server = cpu_seconds(pid)[0] - cpu_server0
     cpu_self = sum(os.times()[:2]) - cpu_self0
     stop.set()
@@ -336,12 +351,18 @@ def parse_args(argv=None):
                          "10000)")
     ap.add_argument("--cpus", type=int, default=1, help="cpus each worker says it has")
     ap.add_argument("--tasks", type=int, default=1_000_000, help="tasks of the job")
+    ap.add_argument("--task-time", type=float, default=0.01,
+                    help="seconds each task says it ran (results go back at once): the "
+                         "server's prefetch, and so the tasks a worker holds, follow it")
     ap.add_argument("--clients", type=int, default=4, help="`job list` clients")
     ap.add_argument("--pause", type=float, default=0.02,
                     help="seconds a client waits between two requests")
     ap.add_argument("--heartbeat", default="8s", help="the server's --heartbeat")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds a run may take")
+    ap.add_argument("--py-spy", metavar="PREFIX",
+                    help="profile the server with py-spy (on PATH) while the tasks run: "
+                         "collapsed stacks in PREFIX.<workers>.<pid>.<time>.txt")
     ap.add_argument("--tmpdir", help="where the server dirs go")
     args = ap.parse_args(argv)
     if any(n < 1 for n in args.workers or ()) or args.tasks < 1 or args.repeat < 1:
