@@ -23,7 +23,9 @@ Figures:
 6. `submit --stream`: files left and `job cat --tasks` time on a big streamed job
    (benchmarks/stream.py);
 7. worker throughput with --stream, a file per task and --stdout none (benchmarks/stream.py);
-8. listings on a 1,000,000-task job (benchmarks/listing.py).
+8. listings on a 1,000,000-task job (benchmarks/listing.py);
+L. 1,000 and 10,000 simulated workers and `job list` clients against one server
+   (benchmarks/loadgen.py; `--only L`).
 
 Figures 6 to 8 run their own scripts, each with a fresh server of its own.
 """
@@ -292,6 +294,10 @@ FIGURES = {
         "listing.py", "--tasks", str(100_000 if a.quick else 1_000_000),
         title=f"8. Listings on a {100_000 if a.quick else 1_000_000:,}-task job, every task "
               "finished"),
+    "L": lambda p, r, s, a: figure_script(
+        "loadgen.py", "--repeat", str(a.repeat),
+        *(["--workers", "1000", "--tasks", "200000"] if a.quick else []),
+        title="L. Simulated workers: dispatch rate, RSS per worker, `job list` latency"),
 }
 
 

@@ -167,13 +167,16 @@ class Cluster:
 
 
 def start_server(procs: Processes, root: Path, journal: Path | None = None,
-                 timeout: float = START_TIMEOUT) -> tuple[Cluster, float]:
-    """Start a server in a new dir under `root`; returns it and its start-up seconds."""
+                 timeout: float = START_TIMEOUT, extra: list[str] | None = None
+                 ) -> tuple[Cluster, float]:
+    """Start a server in a new dir under `root` (EXTRA: more `server start` options);
+    returns it and its start-up seconds."""
     d = Path(tempfile.mkdtemp(prefix="run-", dir=root))
     server_dir = d / "server"
     argv = HQ + ["server", "start", "--server-dir", str(server_dir), "--host", HOST]
     if journal is not None:
         argv += ["--journal", str(journal)]
+    argv += extra or []
     t0 = time.perf_counter()
     proc = procs.spawn(argv, d / "server.log", cwd=d)
     try:

@@ -98,6 +98,8 @@ class ServerState:
         #: whose job no longer holds that time (canceled) is dropped when it comes up
         self.delayed: list[tuple[float, int, int]] = []
         self._ready_order: list[Job] | None = None
+        #: how many times a job joined `ready` (dispatch looks at every worker again then)
+        self.ready_added = 0
         #: job id -> the jobs that wait for it (`Job.waiting_on`), while it has not ended
         self.after: dict[int, list[Job]] = {}
         #: --unique key -> id of the unfinished job submitted with it
@@ -130,6 +132,7 @@ class ServerState:
             if job.id not in self.ready:
                 self.ready[job.id] = job
                 self._ready_order = None
+                self.ready_added += 1
         elif job.id in self.ready:
             del self.ready[job.id]
             self._ready_order = None

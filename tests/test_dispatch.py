@@ -212,3 +212,166 @@ def test_round_robin_spreads_short_tasks_evenly_over_workers(cluster):
     tasks = json.loads(cluster.hq("task", "list", "1", "--output", "json").stdout)
     per_worker = Counter(t["worker"] for t in tasks)
     assert len(per_worker) == 3 and all(8 <= k <= 12 for k in per_worker.values()), per_worker
+
+
+# ------------------------------------------------------------------ a round's limit
+
+
+def workers(n, cpus=2):
+    out = []
+    for wid in range(1, n + 1):
+        w = worker(cpus)
+        w.id = wid
+        out.append(w)
+    return out
+
+
+@pytest.mark.parametrize("policy", sorted(dispatch.POLICIES))
+def test_a_round_hands_out_at_most_its_limit_and_the_next_goes_on(policy):
+    plan = dispatch.POLICIES[policy]
+    j = job(100)
+    ws = workers(4)
+    first = plan([j], ws, 0.0, 5)
+    assert sum(len(p[1]) for _, p in first) == 5
+    for w, p in first:  # as the start events would
+        w.used_cpus += len(p[1])
+    rest = plan([j], ws, 0.0, 5)
+    assert sum(len(p[1]) for _, p in rest) == 3  # the 8 slots, and no more
+    handed = [i for _, p in first + rest for i in p[1]]
+    assert sorted(handed) == list(range(8))
+    assert plan([job(100)], workers(4), 0.0) == plan([job(100)], workers(4), 0.0, None)
+
+
+# ------------------------------------------------------------------ the server's rounds
+
+
+class Session:
+    def seal(self, message):
+        return message
+
+
+class Writer:
+    def __init__(self):
+        self.sent = []
+
+    def write(self, message):
+        self.sent.append(message)
+
+
+def spec(n, **kw):
+    s = {"name": "t", "kind": "array", "cmd": ["true"], "shell": False, "ids": [[1, n, 1]],
+         "entries": None, "cpus": 1, "res": {}, "priority": 0, "max_retries": 0,
+         "crash_limit": 5, "time_limit": None, "time_request": None, "stdout": "none",
+         "stderr": "none", "cwd": None, "env": {}, "submit_dir": "/tmp"}
+    s.update(kw)
+    return s
+
+
+class Server:
+    """A Core with workers whose connections are lists, and a policy that notes whom each
+    round looked at."""
+
+    def __init__(self, n_workers, cpus=2):
+        import asyncio
+
+        from hpcqueue.server.core import Core, Peer
+        from hpcqueue.state import ServerState
+
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.core = core = Core(ServerState())
+        self.looked_at = []
+        real = core._plan
+
+        def spy(jobs, ws, now, limit=None):
+            self.looked_at.append(sorted(w.id for w in ws))
+            return real(jobs, ws, now, limit)
+
+        core._plan = spy
+        for wid in range(1, n_workers + 1):
+            core.record({"e": "worker", "id": wid, "info": {"cpus": cpus}, "t": 0.0})
+            core.live[wid] = Peer(None, Writer(), Session(), None)
+
+    def rounds(self):
+        """Run the dispatch rounds scheduled, until none is."""
+        while self.core._dispatch_scheduled:
+            self.core._dispatch()
+
+    def tasks(self, wid):
+        """(job, index) of the tasks sent to worker WID so far."""
+        return [(t[0], t[1]) for m in self.core.live[wid].writer.sent if m.get("op") == "tasks"
+                for t in m["tasks"]]
+
+    def report(self, wid, code=0):
+        rows = [[j, i, 0, code, 1.0, 2.0, None]
+                for j, i in sorted(self.core.state.workers[wid].tasks)]
+        self.core.record({"e": "done", "w": wid, "r": rows, "t": 3.0})
+
+    def close(self):
+        self.loop.close()
+
+
+def test_a_big_round_yields_and_fills_every_slot_in_later_rounds(monkeypatch):
+    from hpcqueue.server import core as core_module
+
+    monkeypatch.setattr(core_module, "ROUND_TASKS", 3)
+    s = Server(4, cpus=2)
+    try:
+        s.core.submit(spec(100))
+        s.core._dispatch()
+        assert sum(len(s.tasks(w)) for w in range(1, 5)) == 3
+        assert s.core._dispatch_scheduled  # the rest at the loop's next turn
+        s.rounds()
+        assert [len(s.tasks(w)) for w in range(1, 5)] == [2, 2, 2, 2]
+    finally:
+        s.close()
+
+
+def test_a_round_looks_only_at_the_workers_that_reported():
+    s = Server(10, cpus=1)
+    try:
+        s.core.submit(spec(100))
+        s.rounds()
+        assert s.looked_at[-1] == list(range(1, 11))  # new work: every worker
+        assert all(len(s.tasks(w)) == 1 for w in range(1, 11))
+        s.report(3)
+        s.report(7)
+        s.rounds()
+        assert s.looked_at[-1] == [3, 7]
+        assert len(s.tasks(3)) == 2 and len(s.tasks(7)) == 2 and len(s.tasks(5)) == 1
+    finally:
+        s.close()
+
+
+def test_new_work_reaches_a_worker_that_was_left_idle():
+    s = Server(2, cpus=1)
+    try:
+        s.core.submit(spec(1))
+        s.rounds()
+        busy = 1 if s.tasks(1) else 2
+        idle = 3 - busy
+        assert s.tasks(idle) == []
+        s.report(busy)  # only the busy worker reported: the idle one was not looked at
+        s.rounds()
+        s.core.submit(spec(2))  # new work: the idle worker is looked at again
+        s.rounds()
+        assert [j for j, _ in s.tasks(idle)] == [2]
+    finally:
+        s.close()
+
+
+def test_a_job_released_by_its_dependency_reaches_an_idle_worker():
+    s = Server(2, cpus=1)
+    try:
+        s.core.submit(spec(1))
+        s.core.submit(spec(2, after=[1]))  # waits for job 1: not ready
+        s.rounds()
+        busy = 1 if s.tasks(1) else 2
+        idle = 3 - busy
+        assert s.tasks(idle) == []
+        s.report(busy)  # job 1 ends: job 2 is ready, and both workers have room
+        s.rounds()
+        assert [j for j, _ in s.tasks(idle)] == [2]
+        assert [j for j, _ in s.tasks(busy)] == [1, 2]
+    finally:
+        s.close()

@@ -31,6 +31,7 @@ from hpcqueue.exceptions import JournalError, JournalUnavailable
 from hpcqueue.jobs import Job
 from hpcqueue.model import FAILED, WorkerState
 from hpcqueue.server import dispatch
+from hpcqueue.server.liveness import Liveness
 from hpcqueue.state import ServerState
 
 log = logging.getLogger("hpcqueue.server")
@@ -38,6 +39,12 @@ log = logging.getLogger("hpcqueue.server")
 #: events after which a dispatch round may find something to do (not "start": it only
 #: takes room, and the round that recorded it already filled what it could)
 _FREES_OR_ADDS_WORK = frozenset({"job", "worker", "wgone", "done", "back", "cancel", "due"})
+#: events after which every worker may have room for a task it had no room for (new or
+#: re-queued work); a job joining the ready set does the same (`ServerState.ready_added`)
+_ADDS_WORK = frozenset({"job", "append", "wgone", "back", "due"})
+#: tasks a dispatch round hands out at most: a bigger round yields to the loop (clients'
+#: requests, results) and goes on at its next turn
+ROUND_TASKS = 8192
 _WAKES_AUTOALLOC = frozenset({"job", "worker", "wgone", "back", "due", "aq_add",
                               "aq_resume"})
 DUE_RETRY = 1.0  # seconds before a `due` event that could not be journaled is tried again
@@ -49,7 +56,7 @@ _FACTS = frozenset({"done", "back", "wgone"})
 class Peer:
     """One authenticated connection."""
 
-    __slots__ = ("reader", "writer", "session", "addr", "worker_id", "sent_jobs", "last_seen")
+    __slots__ = ("reader", "writer", "session", "addr", "worker_id", "sent_jobs")
 
     def __init__(self, reader, writer, session, addr):
         self.reader = reader
@@ -58,7 +65,6 @@ class Peer:
         self.addr = addr
         self.worker_id: int | None = None
         self.sent_jobs: set[int] = set()
-        self.last_seen = time.monotonic()
 
 
 class Waiter:
@@ -79,8 +85,17 @@ class Core:
         self.dispatch_policy = dispatch_policy
         self._plan = dispatch.POLICIES[dispatch_policy]
         self.live: dict[int, Peer] = {}  # worker id -> connection
+        #: when each live worker was last heard from; the server sets its limit
+        #: (heartbeat x misses + 2 s), this default is that of the default heartbeat
+        self.liveness = Liveness(26.0)
         self.waiters: list[Waiter] = []
         self._dispatch_scheduled = False
+        #: the workers the next dispatch round looks at: those that may have room (they
+        #: reported, or are new), or all live workers when work was added; the others were
+        #: full, or had no task they fit, at the last round that looked at them
+        self._hungry: dict[int, None] = {}
+        self._all_hungry = True
+        self._ready_added = state.ready_added
         self.loop = asyncio.get_event_loop()
         self.autoalloc = None  # the AutoAlloc service, once the server runs
         self.info: dict = {}
@@ -182,6 +197,14 @@ class Core:
     def _effects(self, event: dict) -> None:
         state = self.state
         over = None
+        e = event["e"]
+        if e == "done":
+            self._hungry[event["w"]] = None
+        elif e == "worker":
+            self._hungry[event["id"]] = None
+        if e in _ADDS_WORK or state.ready_added != self._ready_added:
+            self._ready_added = state.ready_added
+            self._all_hungry = True
         if state.just_failed:  # before just_done: a waiter hears of failures, then the end
             failed, state.just_failed = state.just_failed, []
             for watch in self.failure_watchers:
@@ -291,6 +314,7 @@ class Core:
 
     def worker_gone(self, wid: int, reason: str, crash: bool) -> None:
         self.live.pop(wid, None)
+        self.liveness.remove(wid)
         w = self.state.workers.get(wid)
         if w is not None and w.state is WorkerState.RUNNING:
             log.info("worker %d %s: %s", wid, "lost" if crash else "stopped", reason)
@@ -333,20 +357,37 @@ class Core:
             self.loop.call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
+        """One round: the ready jobs' tasks to the workers that may have room, at most
+        ROUND_TASKS; a full round goes on at the loop's next turn."""
         self._dispatch_scheduled = False
         state = self.state
-        workers = [state.workers[wid] for wid in self.live]
+        if self._all_hungry:
+            ids = self.live
+        else:
+            live = self.live
+            ids = [wid for wid in self._hungry if wid in live]
+        self._hungry, self._all_hungry = {}, False
+        workers = [state.workers[wid] for wid in ids]
         now = time.time()
-        plan = self._plan(state.ready_jobs(), workers, now)
+        plan = self._plan(state.ready_jobs(), workers, now, ROUND_TASKS)
+        sizes = [sum(len(p[k]) for k in range(1, len(p), 2)) for _, p in plan]
+        handed = sum(sizes)
+        if handed >= ROUND_TASKS:
+            # the round was cut short: whoever it looked at may have room left
+            self._hungry.update(dict.fromkeys(w.id for w in workers))
+            self.schedule_dispatch()
+        else:  # a worker given a full batch may have room for more at the next round
+            self._hungry.update((w.id, None) for (w, _), k in zip(plan, sizes)
+                                if k >= dispatch.MAX_BATCH)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("dispatch (%s): %d task(s) to %d of %d worker(s)", self.dispatch_policy,
-                      sum(len(p[k]) for _, p in plan for k in range(1, len(p), 2)), len(plan),
-                      len(workers))
+            log.debug("dispatch (%s): %d task(s) to %d of %d worker(s) looked at",
+                      self.dispatch_policy, handed, len(plan), len(workers))
         for n, (w, picked) in enumerate(plan):
             try:
                 self.record({"e": "start", "w": w.id, "tasks": picked, "t": now})
             except JournalUnavailable:
                 # taken for this and the later workers, never started: they wait again
+                self._all_hungry = True
                 for _, rest in reversed(plan[n:]):
                     for k in reversed(range(0, len(rest), 2)):
                         state.jobs[rest[k]].untake(rest[k + 1])

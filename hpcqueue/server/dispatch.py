@@ -69,14 +69,17 @@ def room_for(job: Job, w: WorkerRecord, prefetching: bool = True) -> int:
     return max(0, k)
 
 
-def plan(jobs: list[Job], workers: list[WorkerRecord], now: float) -> list[tuple]:
-    """Assignments for this round: [(worker, [job, [index, ...], ...]), ...].
+def plan(jobs: list[Job], workers: list[WorkerRecord], now: float,
+         limit: int | None = None) -> list[tuple]:
+    """Assignments for this round: [(worker, [job, [index, ...], ...]), ...], at most LIMIT
+    tasks in all (None: no limit).
 
     Takes the tasks out of the jobs' waiting queues; the caller records a
     ``start`` event for each assignment (which marks them running).
     """
     if not jobs or not workers:
         return []
+    left = limit if limit is not None else float("inf")
     out = []
     # (job id, index) handed out this round: after a restart an index can sit twice in a job's
     # queue (replay re-queues what it was handed back, but never sees the take of a start), and
@@ -84,8 +87,10 @@ def plan(jobs: list[Job], workers: list[WorkerRecord], now: float) -> list[tuple
     taken: set[tuple[int, int]] = set()
     # least loaded first, so that a round spreads tasks over idle workers
     for w in sorted(workers, key=lambda w: w.used_cpus / (w.cpus or 1)):
+        if left <= 0:
+            break
         picked: list = []
-        budget = MAX_BATCH
+        budget = first_budget = min(MAX_BATCH, left)
         cpus = w.used_cpus
         used_res = dict(w.used_res)
         for job in jobs:
@@ -115,13 +120,15 @@ def plan(jobs: list[Job], workers: list[WorkerRecord], now: float) -> list[tuple
         w.used_res = used_res
         if picked:
             out.append((w, picked))
+            left -= first_budget - budget
     return out
 
 
-def plan_round_robin(jobs: list[Job], workers: list[WorkerRecord], now: float) -> list[tuple]:
+def plan_round_robin(jobs: list[Job], workers: list[WorkerRecord], now: float,
+                     limit: int | None = None) -> list[tuple]:
     """Assignments as :func:`plan` makes them, spread evenly: one task at a time goes to the
     worker with the fewest tasks so far (``finished`` + running; ties: the lower id) that has
-    a free slot for a job, jobs in priority order; no prefetch.
+    a free slot for a job, jobs in priority order; no prefetch; at most LIMIT tasks in all.
 
     A heap of the workers still in the round: O(log workers) per task handed out, and each
     job that a worker cannot take is passed over once per round, not once per task."""
@@ -135,7 +142,8 @@ def plan_round_robin(jobs: list[Job], workers: list[WorkerRecord], now: float) -
     picks: list[dict[int, list[int]]] = [{} for _ in workers]  # job id -> indexes
     order: list[int] = []  # workers in the order they got their first task
     heap = sorted((w.finished + len(w.tasks), w.id, n) for n, w in enumerate(workers))
-    while heap:
+    left_in_round = limit if limit is not None else float("inf")
+    while heap and left_in_round > 0:
         count, wid, n = heappop(heap)
         w = workers[n]
         k = first[n]
@@ -156,6 +164,7 @@ def plan_round_robin(jobs: list[Job], workers: list[WorkerRecord], now: float) -
             continue
         taken.add((job.id, idxs[0]))
         left[k] -= 1
+        left_in_round -= 1
         if not picks[n]:
             order.append(n)
         picks[n].setdefault(job.id, []).extend(idxs)

@@ -117,6 +117,7 @@ async def worker_session(core: Core, peer: Peer, hello: dict, heartbeat: float) 
     core.record({"e": "worker", "id": wid, "info": info, "t": now})
     peer.worker_id = wid
     core.live[wid] = peer
+    core.liveness.add(wid, time.monotonic())
     log.info("worker %d connected from %s (%s, %d cpus%s)", wid, peer.addr,
              info.get("hostname"), info.get("cpus", 1),
              f", batch job {info['batch_job']}" if info.get("batch_job") else "")
@@ -125,9 +126,11 @@ async def worker_session(core: Core, peer: Peer, hello: dict, heartbeat: float) 
                      "result_limit": core.result_limit})
     core.schedule_dispatch()
     reader, session = peer.reader, peer.session
+    last_seen = core.liveness.last
     while True:
         msg = await read_message(reader, session)
-        peer.last_seen = time.monotonic()
+        if wid in last_seen:  # (not once it was declared lost)
+            last_seen[wid] = time.monotonic()
         if not isinstance(msg, dict):
             raise ProtocolError("a worker message must be a map")
         op = msg.get("op")
