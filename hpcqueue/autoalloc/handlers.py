@@ -23,6 +23,9 @@ def _queue(core, ref, removed_too: bool = False):
     found.sort(key=lambda q: (q.state is QueueState.REMOVED, -q.id))
     if found and (removed_too or found[0].state is not QueueState.REMOVED):
         return found[0]
+    if found:  # only a removed one: say so, rather than that there is none
+        raise NotFound(f"allocation queue {ref} was removed: `hpcqueue alloc info {ref}` "
+                       "still shows it; `hpcqueue alloc list` shows the live ones")
     raise NotFound(f"no allocation queue {ref}: `hpcqueue alloc list` shows them")
 
 

@@ -166,6 +166,7 @@ def info(ctx, queue, output):
     p = q["params"]
     print_fields([
         ("queue", q["id"]), ("name", q["name"]), ("scheduler", q["scheduler"]),
+        ("transport", p.get("transport")), ("profile", p.get("profile")),
         ("state", q["state"]), ("reason", q["pause_reason"]),
         ("time limit", format_duration(p["time_limit"])), ("backlog", p["backlog"]),
         ("workers per alloc", p["workers_per_alloc"]),
@@ -173,7 +174,8 @@ def info(ctx, queue, output):
         ("idle timeout", format_duration(p["idle_timeout"])),
         ("target drain", format_duration(p.get("target_drain"))),
         ("partition", p["partition"]),
-        ("account", p["account"]), ("last error", q["last_error"]),
+        ("account", p["account"]), ("cpus per worker", p.get("cpus")),
+        ("gpus per worker", p.get("gpus")), ("last error", q["last_error"]),
     ])
     print_table(["ALLOC", "JOB ID", "STATE", "WORKERS", "SUBMITTED", "STARTED", "ENDED",
                  "REASON"],

@@ -140,11 +140,17 @@ def list_(ctx, show_all, output):
     print_table(
         ["ID", "STATE", "HOST", "CPUS", "RUNNING", "FINISHED", "BATCH JOB", "CONNECTED"],
         [[w["id"], w["state"], w["hostname"], w["cpus"], w["running"], w["finished"],
-          w["batch_job"], when_short(w["connected"])] for w in rows],
+          _batch(w), when_short(w["connected"])] for w in rows],
     )
 
 
 WORKER_TIMES = ("connected", "ended", "deadline")
+
+
+def _batch(w: dict) -> str | None:
+    """The batch job a worker runs in, or the allocation that started it (the local
+    scheduler's allocations are no batch jobs)."""
+    return w["batch_job"] or (f"alloc {w['alloc']}" if w.get("alloc") else None)
 
 
 @worker.command()
@@ -168,7 +174,8 @@ def info(ctx, worker_id, output):
         ("cpus", w["cpus"]),
         ("resources", ", ".join(f"{k}={format_resource(v)}"
                                 for k, v in w["resources"].items()) or None),
-        ("batch job", w["batch_job"]), ("connected", when(w["connected"])),
+        ("batch job", w["batch_job"]), ("allocation", w.get("alloc")),
+        ("connected", when(w["connected"])),
         ("ended", when(w["ended"])), ("reason", w["reason"]),
         ("time left", format_duration(left) if left is not None else None),
         ("running tasks", w["running"]), ("finished tasks", w["finished"]),

@@ -13,6 +13,11 @@ def test_local_queue_runs_tasks_and_scales_down(cluster):
     assert "allocation queue 1 added" in p.stdout
     cluster.hq("submit", "--array", "1-20", "--stdout", "none", "--", "true")
     assert "20 finished" in cluster.hq("job", "wait", "1-1000000", timeout=60).stdout
+    # a worker of a local allocation (no batch job) is shown with its allocation
+    workers = cluster.hq("worker", "list", "--all").stdout
+    assert "alloc 1.1" in workers, workers
+    info = cluster.hq("alloc", "info", "1").stdout
+    assert "transport" in info and "cpus per worker" in info, info
 
     def ended():
         info = json.loads(cluster.hq("alloc", "info", "1", "--output", "json").stdout)
@@ -40,6 +45,10 @@ def test_local_queue_pause_resume_remove(cluster):
              timeout=30, what="the removed queue to drain")
     p = cluster.hq("alloc", "info", "nosuch", check=False)
     assert p.returncode == 1 and "no allocation queue nosuch" in p.stderr
+    # a removed queue can be looked at, and changing it says it was removed
+    assert "removed" in cluster.hq("alloc", "info", "here").stdout
+    p = cluster.hq("alloc", "remove", "here", check=False)
+    assert p.returncode == 1 and "allocation queue here was removed" in p.stderr, p.stderr
 
 
 def test_target_drain_sizes_by_throughput(cluster):
