@@ -195,7 +195,10 @@ class Client:
                env: Mapping[str, str] | None = None,
                depends_on: JobSelector | None = None,
                depends_on_any: bool = False,
-               deps: Mapping[int, Iterable[int]] | None = None) -> Job:
+               deps: Mapping[int, Iterable[int]] | None = None,
+               max_fails: int | None = None, stdin: bytes | str | None = None,
+               task_dir: bool = False, keep_task_dir_on_fail: bool = False,
+               tasks: str | range | Iterable[int] | None = None) -> Job:
         """Submit a job, as `hpcqueue submit` does; its tasks are:
 
         - one task, by default;
@@ -220,6 +223,12 @@ class Client:
         and 1 finished; if one of them fails, task 2 is canceled); with FROM_JSON an
         element's own ``"deps"`` field (a list of element positions) does the same.
 
+        MAX_FAILS cancels the job once that many tasks have failed; STDIN (bytes or text)
+        is every task's stdin; TASK_DIR gives each task a temporary folder
+        ($HPCQUEUE_TASK_DIR), removed after it unless it failed and KEEP_TASK_DIR_ON_FAIL;
+        TASKS picks tasks of EACH_LINE or FROM_JSON by their ids (0 for the first), which
+        they keep, so that failed ones run again under their ids.
+
         Bad arguments (a task dependency cycle, an unknown task id) raise UsageError; the
         server's refusal (a job id it does not hold) Refused."""
         from hpcqueue.jobspec import make_spec, python_options, read_json, read_lines
@@ -233,7 +242,9 @@ class Client:
             unique=unique, max_retries=max_retries, retry_delay=retry_delay,
             retry_timeout=retry_timeout, crash_limit=crash_limit, time_limit=time_limit,
             time_request=time_request, stdout=stdout, stderr=stderr, stream=stream, cwd=cwd,
-            env=env, depends_on=depends_on, depends_on_any=depends_on_any, deps=deps)
+            env=env, depends_on=depends_on, depends_on_any=depends_on_any, deps=deps,
+            max_fails=max_fails, stdin=stdin, task_dir=task_dir,
+            keep_task_dir_on_fail=keep_task_dir_on_fail, tasks=tasks)
         lines = items = None
         source = ""
         if each_line is not None:

@@ -318,7 +318,10 @@ def python_options(*, name: str | None = None, array=None, cpus: int = 1,
                    stream: str | os.PathLike | None = None,
                    cwd: str | os.PathLike | None = None,
                    env: Mapping[str, str] | Iterable[str] | None = None,
-                   depends_on=None, depends_on_any: bool = False, deps=None) -> dict:
+                   depends_on=None, depends_on_any: bool = False, deps=None,
+                   max_fails: int | None = None, stdin: bytes | str | None = None,
+                   task_dir: bool = False, keep_task_dir_on_fail: bool = False,
+                   tasks=None) -> dict:
     """The options :func:`make_spec` reads, from the keyword arguments of
     :meth:`hpcqueue.Client.submit` (Python values: a ``range`` for an array, seconds or
     ``"1h"`` for a duration, dicts for resources and env).  Checks each as the command line
@@ -342,7 +345,33 @@ def python_options(*, name: str | None = None, array=None, cpus: int = 1,
         "cwd": _path(cwd, "cwd"),
         "env": _pairs(env, "env"),
         **_dependency_options(depends_on, depends_on_any, deps),
+        "max_fails": None if max_fails is None
+        else _whole(max_fails, "max_fails", 1, MAX_TASKS_PER_JOB),
+        "stdin_data": _stdin_bytes(stdin),
+        "task_dir": _flag(task_dir, "task_dir"),
+        "keep_task_dir_on_fail": _flag(keep_task_dir_on_fail, "keep_task_dir_on_fail"),
+        "tasks": _array(tasks),
     }
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _stdin_bytes(value) -> bytes | None:
+    """STDIN for every task: bytes, or text (UTF-8); at most MAX_STDIN bytes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, (bytes, bytearray)):
+        raise UsageError(f"stdin must be bytes or text, not {type(value).__name__}")
+    if len(value) > MAX_STDIN:
+        raise UsageError(f"stdin is over {MAX_STDIN >> 20} MiB: put it in a file the tasks "
+                         "read instead")
+    return bytes(value)
 
 
 def _dependency_options(depends_on, depends_on_any, deps) -> dict:

@@ -1,6 +1,7 @@
 """The Python API (hpcqueue.Client, hpcqueue.LocalCluster), used as a script would: no
 command line, a real server and real workers in this process."""
 
+import os
 import time
 
 import pytest
@@ -325,3 +326,26 @@ def test_the_examples_of_docs_api_run(tmp_path, monkeypatch):
         assert namespace["summary"].finished == 100  # the array of ./sim.sh
         assert namespace["watch"].final[0].failed == 2
         assert namespace["client"].job("last").wait().state == "finished"  # (block 14: not waited)
+
+
+def test_the_task_options_of_submit(client, tmp_path):
+    """`--stdin`, `--max-fails`, `--task-dir` and `--tasks` from Python."""
+    job = client.submit("cat; echo", stdin="fed once\n", array="1-2", cwd=tmp_path)
+    job.wait()
+    assert [t.stdout() for t in job.tasks()] == ["fed once\n\n"] * 2
+    job = client.submit("exit 3", array="1-20", max_fails=2, cwd=tmp_path)
+    summary = job.wait()
+    assert summary.failed >= 2 and summary.canceled > 0 and summary.finished == 0
+    job = client.submit('test -d "$HPCQUEUE_TASK_DIR" && echo "$HPCQUEUE_TASK_DIR"',
+                        task_dir=True, cwd=tmp_path)
+    assert job.wait().ok
+    folder = job.task(0).stdout().strip()
+    assert folder and not os.path.exists(folder)  # removed after the task
+    job = client.submit(each_line=["echo a", "echo b", "echo c", "echo d"], tasks="1,3",
+                        cwd=tmp_path)
+    job.wait()
+    assert [(t.id, t.stdout()) for t in job.tasks()] == [(1, "b\n"), (3, "d\n")]
+    with pytest.raises(hpcqueue.UsageError, match="max_fails"):
+        client.submit("true", max_fails=0)
+    with pytest.raises(hpcqueue.UsageError, match="stdin"):
+        client.submit("true", stdin=5)
