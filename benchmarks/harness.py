@@ -259,8 +259,12 @@ def cpu_snapshot(c: Cluster) -> tuple[float, float, float]:
     return server, own, children
 
 
-def run_tasks(procs: Processes, root: Path, setup: Setup, n: int) -> Run:
-    """Fresh server and workers; submit n /bin/true tasks and wait for them."""
+NO_OUTPUT = ("--stdout", "none", "--stderr", "none")
+
+
+def run_tasks(procs: Processes, root: Path, setup: Setup, n: int,
+              flags: tuple[str, ...] = NO_OUTPUT) -> Run:
+    """Fresh server and workers; submit n /bin/true tasks (with FLAGS) and wait for them."""
     journal = None
     if setup.journal:
         journal = Path(tempfile.mkdtemp(prefix="journal-", dir=root)) / "journal"
@@ -269,8 +273,7 @@ def run_tasks(procs: Processes, root: Path, setup: Setup, n: int) -> Run:
         start_workers(procs, c, setup)
         before = cpu_snapshot(c)
         t0 = time.perf_counter()
-        c.cli("submit", "--array", f"1-{n}", "--stdout", "none", "--stderr", "none",
-              "--", "/bin/true")
+        c.cli("submit", "--array", f"1-{n}", *flags, "--", "/bin/true")
         t1 = time.perf_counter()
         c.cli("job", "wait", "all", timeout=RUN_TIMEOUT)
         t2 = time.perf_counter()
