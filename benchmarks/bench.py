@@ -26,6 +26,9 @@ Figures:
 8. listings on a 1,000,000-task job (benchmarks/listing.py);
 L. 1,000 and 10,000 simulated workers and `job list` clients against one server
    (benchmarks/loadgen.py; `--only L`).
+s. spawning and output (issue 15): one worker --cpus 2, journal on, `--stdout none` and
+   the default output files, each run paired with an `xargs` floor run; with `--baseline
+   REF`, the same runs of the hpcqueue of git commit REF, interleaved.
 
 Figures 6 to 8 run their own scripts, each with a fresh server of its own.
 """
@@ -50,8 +53,8 @@ from hpcqueue.journal import JournalWriter, restore_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (
-    RESTORE_TIMEOUT, Processes, Setup, median_run, memory_kib, run_floor, run_tasks,
-    start_server, stop_cluster,
+    NO_OUTPUT, RESTORE_TIMEOUT, Processes, Setup, median_run, memory_kib, run_floor,
+    run_tasks, start_server, stop_cluster,
 )
 
 TARGET_RATIO = 1.15  # end-to-end time / xargs floor
@@ -82,13 +85,14 @@ def heading(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def line(label: str, value: str, target: str | None = None, runs: list | None = None) -> None:
+def line(label: str, value: str, target: str | None = None, runs: list | None = None,
+         fmt: str = ",.0f") -> None:
     """One figure: label, value, then the target and the range over repeated runs."""
     text = f"  {label:<42} {value:>18}"
     if target:
         text += f"   [target {target}]"
     if runs and len(runs) > 1:
-        text += f"   (runs {min(runs):,.0f}..{max(runs):,.0f})"
+        text += f"   (runs {min(runs):{fmt}}..{max(runs):{fmt}})"
     print(text, flush=True)
 
 
@@ -118,6 +122,71 @@ def figure_end_to_end(procs: Processes, root: Path, sizes: Sizes, repeat: int) -
              f"{run.ms_per_task(run.server_cpu + run.worker_cpu):.3f} ms")
         line("task processes CPU per task", f"{run.ms_per_task(run.task_cpu):.3f} ms")
         line("floor CPU per task (xargs + true)", f"{1000 * floor.cpu / n:.3f} ms")
+
+
+def figure_spawning(procs: Processes, root: Path, sizes: Sizes, repeat: int,
+                    baseline: str | None) -> None:
+    n = sizes.tasks
+    heading(f"s. Spawning and output: {n:,} x /bin/true, 1 worker --cpus 2, journal on")
+    print(f"  loadavg before: {loadavg()}", flush=True)
+    versions = {"this": None}
+    if baseline:
+        versions[baseline] = export_package(baseline, root)
+    modes = {"--stdout none": NO_OUTPUT, "default output (2 files/task)": ()}
+    setup = Setup(workers=(2,), journal=True)
+    pairs: dict = {(v, m): [] for v in versions for m in modes}
+    saved = os.environ.get("PYTHONPATH")
+    try:
+        for _ in range(repeat):  # versions and modes alternate: drift hits them alike
+            for version, path in versions.items():
+                set_pythonpath(saved if path is None else path)  # what the processes run
+                for mode, flags in modes.items():
+                    floor = run_floor(n)
+                    pairs[version, mode].append(
+                        (floor, run_tasks(procs, root, setup, n, flags)))
+    finally:
+        set_pythonpath(saved)
+    for (version, mode), runs in pairs.items():
+        print(f"  -- hpcqueue {version}, {mode}")
+        shares = [r.rate / f.rate for f, r in runs]
+        line("tasks/s (submit -> job wait)", f"{statistics.median(r.rate for _, r in runs):,.0f}",
+             runs=[r.rate for _, r in runs])
+        line("share of the paired floor's rate", f"{statistics.median(shares):.2f}x",
+             ">= 1.0x", shares, ".2f")
+        for label, cpu in (("server CPU per task", lambda r: r.server_cpu),
+                           ("worker CPU per task", lambda r: r.worker_cpu),
+                           ("server + worker CPU per task",
+                            lambda r: r.server_cpu + r.worker_cpu)):
+            ms = [r.ms_per_task(cpu(r)) for _, r in runs]
+            target = "<= 0.1 ms" if label.startswith("server +") else None
+            line(label, f"{statistics.median(ms):.3f} ms", target, ms, ".3f")
+    for version in versions:
+        none, files = (statistics.median(r.rate for _, r in pairs[version, m]) for m in modes)
+        line(f"{version}: default output / --stdout none rate", f"{files / none:.2f}x",
+             ">= 0.90x")
+    print(f"  loadavg after: {loadavg()}", flush=True)
+
+
+def set_pythonpath(value: str | None) -> None:
+    if value is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = value
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def export_package(ref: str, root: Path) -> str:
+    """The hpcqueue package of git commit REF, in a folder for PYTHONPATH."""
+    dest = Path(tempfile.mkdtemp(prefix="baseline-", dir=root))
+    repo = HERE.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "hpcqueue"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return str(dest)
 
 
 def figure_dispatch(procs: Processes, root: Path, sizes: Sizes, repeat: int) -> None:
@@ -298,6 +367,7 @@ FIGURES = {
         "loadgen.py", "--repeat", str(a.repeat),
         *(["--workers", "1000", "--tasks", "200000"] if a.quick else []),
         title="L. Simulated workers: dispatch rate, RSS per worker, `job list` latency"),
+    "s": lambda p, r, s, a: figure_spawning(p, r, s, a.repeat, a.baseline),
 }
 
 
@@ -309,6 +379,8 @@ def parse_args(argv=None):
     ap.add_argument("--only", default="".join(FIGURES), help="which figures to run, e.g. 25")
     ap.add_argument("--tmpdir", help="where temporary server dirs and journals go")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) afterwards")
+    ap.add_argument("--baseline", metavar="REF", help="figure s: also run the hpcqueue of "
+                    "this git commit (server, worker and CLI), interleaved")
     args = ap.parse_args(argv)
     if not args.only or set(args.only) - set(FIGURES):
         ap.error(f"--only takes figure numbers from {''.join(FIGURES)}")

@@ -262,13 +262,12 @@ def cpu_snapshot(c: Cluster) -> tuple[float, float, float]:
     return server, own, children
 
 
-def run_tasks(procs: Processes, root: Path, setup: Setup, n: int,
-              output: bool = False) -> Run:
-    """Fresh server and workers; submit n /bin/true tasks and wait for them.
+NO_OUTPUT = ("--stdout", "none", "--stderr", "none")
 
-    With `output`, the tasks keep submit's default output (two files per task, in the
-    run's dir); otherwise `--stdout none --stderr none`.
-    """
+
+def run_tasks(procs: Processes, root: Path, setup: Setup, n: int,
+              flags: tuple[str, ...] = NO_OUTPUT) -> Run:
+    """Fresh server and workers; submit n /bin/true tasks (with FLAGS) and wait for them."""
     journal = None
     if setup.journal:
         journal = Path(tempfile.mkdtemp(prefix="journal-", dir=root)) / "journal"
@@ -277,8 +276,7 @@ def run_tasks(procs: Processes, root: Path, setup: Setup, n: int,
         start_workers(procs, c, setup)
         before = cpu_snapshot(c)
         t0 = time.perf_counter()
-        discard = [] if output else ["--stdout", "none", "--stderr", "none"]
-        c.cli("submit", "--array", f"1-{n}", *discard, "--", "/bin/true")
+        c.cli("submit", "--array", f"1-{n}", *flags, "--", "/bin/true")
         t1 = time.perf_counter()
         c.cli("job", "wait", "all", timeout=RUN_TIMEOUT)
         t2 = time.perf_counter()

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Processes, Setup, log_tail, run_floor, run_tasks
+from harness import NO_OUTPUT, Processes, Setup, log_tail, run_floor, run_tasks
 
 DRIVERS = Path(__file__).resolve().with_name("peer_drivers.py")
 NOT_INSTALLED = "not installed (pip install 'hpcqueue[bench]')"
@@ -139,7 +139,7 @@ def run_contender(procs: Processes, root: Path, c: Contender, n: int) -> tuple[f
     try:
         if c.system == "hpcqueue":
             run = run_tasks(procs, d, Setup(workers=(c.cpus,) * c.workers, journal=True), n,
-                            output=c.output)
+                            () if c.output else NO_OUTPUT)
             return run.wall, run.server_cpu + run.worker_cpu
         return run_peer(procs, d, c, n)
     finally:

@@ -111,7 +111,6 @@ def test_reaper_ignores_signals_and_kills_listed_groups_at_the_end_of_its_pipe()
     try:
         link.started(listed.pid)
         link.started(ended.pid)
-        link.flush()
         link.ended(ended.pid)
         wait_for(lambda: ignored_signals(link.proc.pid) & (1 << (signal.SIGTERM - 1)),
                  what="the reaper to start")

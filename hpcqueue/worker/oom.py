@@ -16,16 +16,35 @@ import os
 TASK_OOM_BONUS = 500  # added to a task's oom_score_adj (the kernel's range is -1000..1000)
 
 
-def prefer_task(pid: int) -> None:
-    """Make the OOM killer pick process PID (a task just started) before its worker.  What
-    the task forks afterwards inherits it."""
+def task_score() -> bytes | None:
+    """The oom_score_adj to give this worker's tasks (its own plus the bonus), or None where
+    it cannot be read.  Read once: a worker's own score does not change."""
     try:
         with open("/proc/self/oom_score_adj") as f:
             own = int(f.read())
-        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-            f.write(str(min(1000, own + TASK_OOM_BONUS)))
     except (OSError, ValueError):
+        return None
+    return str(min(1000, own + TASK_OOM_BONUS)).encode()
+
+
+def prefer_task(pid: int, score: bytes | None = None) -> None:
+    """Make the OOM killer pick process PID (a task just started) before its worker: give it
+    SCORE (from :func:`task_score`, read here if not given).  What the task forks
+    afterwards inherits it."""
+    if score is None:
+        score = task_score()
+        if score is None:
+            return
+    try:
+        fd = os.open(f"/proc/{pid}/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, score)
+    except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def _events_path() -> str | None:

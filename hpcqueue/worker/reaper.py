@@ -71,10 +71,12 @@ def main() -> int:
 
 
 class Reaper:
-    """The worker's end: the pipe to its reaper process, and records not yet written.
+    """The worker's end: the pipe to its reaper process.
 
-    Records are buffered by :meth:`started` and written by :meth:`flush`;
-    :meth:`ended` writes at once, since the caller reaps the leader next.
+    :meth:`started` and :meth:`ended` write their record at once, from any thread: the
+    spawner's thread lists a group as soon as its leader exists (before the loop hears of
+    the task), and the loop unlists it before it reaps the leader.  One record is one
+    write, far below PIPE_BUF, so records from different threads never interleave.
     If the reaper cannot be started or has died, the methods do nothing (one warning is
     logged): the worker runs on, without the guard.
     """
@@ -83,7 +85,6 @@ class Reaper:
         self.proc = proc
         self.fd: int | None = fd
         self.log = log
-        self.pending = bytearray()
 
     @classmethod
     def start(cls, log) -> Reaper | None:
@@ -104,22 +105,18 @@ class Reaper:
         return cls(proc, write_end, log)
 
     def started(self, pgid: int) -> None:
-        self.pending += RECORD.pack(pgid)
+        self._write(RECORD.pack(pgid))
 
     def ended(self, pgid: int) -> None:
-        self.pending += RECORD.pack(-pgid)
-        self.flush()
+        self._write(RECORD.pack(-pgid))
 
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        data = bytes(self.pending)
-        self.pending.clear()
-        if self.fd is None:
+    def _write(self, data: bytes) -> None:
+        fd = self.fd
+        if fd is None:
             return
         try:
             while data:  # a blocking pipe takes it all at once; the loop is for safety
-                data = data[os.write(self.fd, data):]
+                data = data[os.write(fd, data):]
         except OSError as e:
             self.log.warning("the task reaper has gone (%s): the tasks of this worker will "
                              "outlive it if it is killed", e)
@@ -134,7 +131,6 @@ class Reaper:
         """End the pipe (the reaper kills what is still listed) and wait for the reaper."""
         import subprocess
 
-        self.flush()
         self._close_fd()
         try:
             self.proc.wait(CLOSE_WAIT)

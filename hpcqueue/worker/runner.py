@@ -1,12 +1,19 @@
 """Running tasks as subprocesses, as many at once as the worker's resources allow.
 
-A task is spawned with ``subprocess.Popen`` in the event loop's thread (the
-worker is a small process, so the fork is cheap) and its exit is watched
-through a pidfd in the event loop: no thread per task and no hand-over between
-threads.  asyncio's own subprocess support is avoided: it is the slow path.
-Each task runs in a session of its own, so a time limit or a cancel kills the
-whole process group.  The runner lists each task's process group with a reaper
-process (:mod:`hpcqueue.worker.reaper`), which kills them if the worker dies.
+The event loop prepares each task (its command, environment and output paths) and hands it
+to a :class:`Launcher`: two threads that open its output files, start it and hand the
+process back.  The loop never waits for an exec or for a file system: a thread calls the C
+library's ``posix_spawn`` (:mod:`hpcqueue.worker.spawn`; ``subprocess.Popen`` where the C
+library lacks what it needs), which releases the GIL while the kernel execs the child.
+Measured against the other ways in ``benchmarks/spawn.py``.  The task's exit is watched
+through a pidfd in the event loop: no thread per task.  asyncio's own subprocess support
+is avoided: it is the slow path.  Each task runs in a session of its own, so a time limit
+or a cancel kills the whole process group.  The launching thread lists each task's process
+group with a reaper process (:mod:`hpcqueue.worker.reaper`) as soon as it exists, and the
+reaper kills the listed groups if the worker dies.
+
+Output costs little: /dev/null is opened once, a task's output files are opened by the
+launching thread, and their folders are made once (the folders made are remembered).
 
 A job submitted with ``--stream DIR`` gets pipes instead of files: the loop reads them as
 they become readable and appends the chunks to the job's log on this worker
@@ -16,11 +23,14 @@ its end is written, exit code and all.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +47,111 @@ KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 MAX_OPEN_LOGS = 32  # streamed jobs' logs kept open; idle ones are closed beyond that
 STREAM_CHUNK = 1 << 16  # bytes read from a streamed task's pipe at once
 DRAIN_READS = 64  # reads of a task's pipe after it exited (a child it left may still write)
+LAUNCH_THREADS = 2  # threads starting tasks (benchmarks/spawn.py: 2 beat 1 at 2 cpus)
+OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # as open(path, "wb")
+#: variables each task gets a value of its own for: left out of a job's cached environment
+PER_TASK_VARIABLES = frozenset({"HPCQUEUE_TASK_ID", "HPCQUEUE_INSTANCE_ID",
+                                "HPCQUEUE_WORKER_ID", "HPCQUEUE_ENTRY", "HPCQUEUE_TASK_DIR"})
+
+
+class Child:
+    """A process started by posix_spawn: the part of ``subprocess.Popen`` the runner uses."""
+
+    __slots__ = ("pid", "returncode")
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+class Launch:
+    """What a launching thread needs to start one task.  stdin, stdout, stderr: an fd (the
+    runner's /dev/null, a pipe's write end), a path to open, or None (the worker's own)."""
+
+    __slots__ = ("key", "argv", "exe", "env", "cwd", "stdin", "stdout", "stderr", "pipes")
+
+    def __init__(self, key, argv, exe, env, cwd, stdin, stdout, stderr, pipes):
+        self.key = key
+        self.argv = argv
+        self.exe = exe  # the executable's path for posix_spawn (None: Popen searches)
+        self.env = env  # a dict for Popen, a list of b"NAME=value" for posix_spawn
+        self.cwd = cwd
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.pipes = pipes  # write ends to close once the task has them (or None)
+
+
+class Launcher:
+    """Threads that start tasks: :meth:`submit` takes a Launch from the loop; each result,
+    ``(launch, process, failure)``, comes back to ``on_result`` in the loop, the loop woken
+    once for the results waiting rather than once per task (no Future per task)."""
+
+    def __init__(self, loop, start, on_result, threads: int = LAUNCH_THREADS):
+        self.loop = loop
+        self.start = start  # in a thread: Launch -> (process, None) or (None, failure)
+        self.on_result = on_result
+        self.calls: queue.SimpleQueue = queue.SimpleQueue()
+        self.results: deque = deque()
+        self.threads = [threading.Thread(target=self._run, name=f"launch-{k}", daemon=True)
+                        for k in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, launch: Launch) -> None:
+        self.calls.put(launch)
+
+    def _run(self) -> None:
+        while True:
+            launch = self.calls.get()
+            if launch is None:
+                return
+            try:
+                proc, failure = self.start(launch)
+            except Exception as e:  # a bug: the task fails rather than being lost
+                log.exception("cannot start task %s", launch.key)
+                proc, failure = None, (126, f"cannot start {launch.argv[0]!r}: {e}")
+            wake = not self.results
+            self.results.append((launch, proc, failure))
+            if wake:
+                try:
+                    self.loop.call_soon_threadsafe(self._drain)
+                except RuntimeError:  # the loop has closed: shutdown() takes the rest
+                    pass
+
+    def _drain(self) -> None:
+        results = self.results
+        while results:
+            self.on_result(*results.popleft())
+
+    def shutdown(self) -> list:
+        """Stop the threads once the calls already taken are done; the results that the
+        loop has not taken (their processes may run)."""
+        while True:
+            try:
+                self.calls.get_nowait()  # not started: dropped
+            except queue.Empty:
+                break
+        for _ in self.threads:
+            self.calls.put(None)
+        for t in self.threads:
+            t.join()
+        left = list(self.results)
+        self.results.clear()
+        return left
 
 
 def _wait_unreaped(proc: subprocess.Popen) -> None:
@@ -64,7 +179,8 @@ def _running(proc: subprocess.Popen) -> bool:
 class PreparedJob:
     __slots__ = ("id", "kind", "argv", "shell", "env", "cwd", "stdout", "stderr",
                  "time_limit", "cpus", "res", "submit_dir", "time_request", "stream",
-                 "function", "function_path", "stdin", "stdin_path", "task_dir")
+                 "function", "function_path", "stdin", "stdin_path", "task_dir",
+                 "envb", "exe")
 
     def __init__(self, job_id: int, d: dict, base_env: dict):
         self.id = job_id
@@ -94,6 +210,11 @@ class PreparedJob:
         self.stdin: bytes | None = d.get("stdin")
         self.stdin_path: str | None = None
         self.task_dir: str | None = d.get("task_dir")
+        #: for posix_spawn, made for the first task: the environment as b"NAME=value"
+        #: (without PER_TASK_VARIABLES), and the command's path when PATH holds only full
+        #: paths (else it is looked up for each task, in its working directory)
+        self.envb: list[bytes] | None = None
+        self.exe: str | None = None
 
 
 class Runner:
@@ -123,7 +244,9 @@ class Runner:
         self.deadline: float | None = None
         self.on_back = None  # called with tasks that no longer fit the time left
         self.idle_since = time.monotonic()
+        #: output folders made (or found) so far: each is made once, not once per task
         self._dirs: set[str] = set()
+        self._dirs_lock = threading.Lock()
         self.started = int(time.time())  # names this worker's stream logs
         self.logs: dict = {}  # job -> its stream log on this worker (streamlog.LogWriter)
         # a streamed task's pipes: (job, index) -> [stdout fd, stderr fd, first offset, log,
@@ -131,8 +254,23 @@ class Runner:
         self.pipes: dict[tuple, list] = {}
         # kills the tasks' process groups if this worker dies
         self.reaper = None if self.noop else Reaper.start(log)
-        #: tells when the OOM killer struck (tasks are its first pick: oom.prefer_task)
+        #: tells when the OOM killer struck (tasks are its first pick: oom.prefer_task,
+        #: with the score read once)
         self.oom = None if self.noop else oom.OomWatch()
+        self.oom_score = None if self.noop else oom.task_score()
+        #: /dev/null, opened once; posix_spawn through the C library (None: Popen); the
+        #: threads that start tasks; the tasks being started (in self.starts) that were
+        #: cancelled meanwhile
+        self.devnull = -1
+        self.spawner = None
+        self.launcher: Launcher | None = None
+        self.cancelled: set[tuple] = set()
+        if not self.noop:
+            from hpcqueue.worker.spawn import spawner
+
+            self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            self.spawner = spawner()
+            self.launcher = Launcher(loop, self._launch, self._launched)
         #: function tasks (hpcqueue.calls): results over this many bytes go to a file; the
         #: server dir, under which they go when the job keeps no stdout; the files of
         #: running calls, (job, index) -> (args path, outcome path, stdout path or None);
@@ -145,6 +283,8 @@ class Runner:
         #: this worker's --stdin files (made for the first)
         self.task_dirs: dict[tuple, str] = {}
         self.stdin_dir: str | None = None
+        #: the tasks handed to the launcher: (job, index) -> (job, task, start time, log)
+        self.starts: dict[tuple, tuple] = {}
 
     @property
     def busy(self) -> bool:
@@ -175,8 +315,6 @@ class Runner:
                 late.append(task)
                 continue
             self._start(job, task)
-        if self.reaper is not None:
-            self.reaper.flush()
         if blocked:
             queue.extendleft(reversed(blocked))
         if late and self.on_back is not None:
@@ -205,18 +343,35 @@ class Runner:
                       f"{e.strerror}"
                 self.loop.call_soon(self._finished, key, job, (126, t0, time.time(), msg))
                 return
-        proc, failure, reads = self._spawn(job, task, log_ is not None)
-        if proc is None:
+        launch, failure = self._prepare(job, task, log_ is not None)
+        if launch is None:
             code, msg = failure
             self.loop.call_soon(self._finished, key, job, (code, t0, time.time(), msg))
+            return
+        self.starts[key] = (job, task, t0, log_)
+        self.launcher.submit(launch)
+
+    def _launched(self, launch: Launch, proc, failure) -> None:
+        """In the loop: a launching thread has started the task (PROC) or could not
+        (FAILURE: exit code and message)."""
+        key = launch.key
+        cancelled = key in self.cancelled
+        self.cancelled.discard(key)
+        job, task, t0, log_ = self.starts.pop(key)
+        reads = launch.pipes[0] if launch.pipes else None
+        if proc is None:
+            self._not_started(key, reads)
+            code, msg = failure
+            self._finished(key, job, (code, t0, time.time(), msg))
             return
         self.procs[key] = proc
         if reads is not None:
             self.pipes[key] = [reads[0], reads[1], log_.offset, log_, task[2], task[3]]
             self.loop.add_reader(reads[0], self._readable, key, 0, 1)  # streamlog.STDOUT
             self.loop.add_reader(reads[1], self._readable, key, 1, 2)  # streamlog.STDERR
-        if self.reaper is not None:
-            self.reaper.started(proc.pid)  # its process group: a session of its own
+        if cancelled:
+            self._signal(proc, signal.SIGTERM)
+            self.loop.call_later(KILL_GRACE, self._signal, proc, signal.SIGKILL)
         timer = None
         if job.time_limit:
             timer = self.loop.call_later(job.time_limit, self._time_out, key, proc)
@@ -367,7 +522,7 @@ class Runner:
             from hpcqueue.streamlog import LogWriter, job_dir
 
             if len(self.logs) >= MAX_OPEN_LOGS:
-                busy = {k[0] for k in self.pipes}
+                busy = {k[0] for k in self.pipes} | {k[0] for k in self.starts}
                 for jid in [j for j in self.logs if j not in busy]:
                     self.logs.pop(jid).close()
             name = f"{self.worker_id or 0}-{self.started}"
@@ -446,45 +601,71 @@ class Runner:
         if self.queue:
             self.pump()
 
-    def _open(self, spec, values: dict, cwd: str):
+    # ------------------------------------------------------------- starting a task
+
+    def _output(self, spec, values: dict, cwd: str):
+        """Where an output goes: /dev/null's fd, None (the worker's own), or a path."""
         if spec is None or spec == "none":
-            return subprocess.DEVNULL
+            return self.devnull
         if spec == "inherit":
             return None
-        path = os.path.join(cwd, fill_placeholders(spec, values))
-        parent = os.path.dirname(path)
-        if parent not in self._dirs:
-            os.makedirs(parent, exist_ok=True)
-            self._dirs.add(parent)
-        return open(path, "wb")
+        return os.path.join(cwd, fill_placeholders(spec, values))
 
-    def _spawn(self, job: PreparedJob, task, piped: bool = False):
-        """(process, None, pipes), or (None, (exit code, message), None) if it could not
-        start.  PIPED: its stdout and stderr are pipes, whose read ends are PIPES."""
+    def _task_env(self, job: PreparedJob, extra: dict, held):
+        """The task's environment: a dict for Popen, b"NAME=value" items for posix_spawn."""
+        if self.spawner is None or held is not None:
+            env = job.env.copy()
+            env.update(extra)
+            if held is not None:
+                set_task_env(env, held, self.gpu_vendor)
+            if self.spawner is None:
+                return env
+            return [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+        if job.envb is None:
+            job.envb = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in job.env.items()
+                        if k not in PER_TASK_VARIABLES]
+        return job.envb + [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in extra.items()]
+
+    def _executable(self, job: PreparedJob, argv: list[str], cwd: str) -> str | None:
+        """The path posix_spawn runs for ARGV, found as Popen would (the task's PATH, a
+        relative folder taken from CWD); None if there is none.  Kept for the job when
+        that cannot depend on the working directory."""
+        cmd = argv[0]
+        if "/" in cmd:
+            return cmd  # relative to the task's working directory, as with Popen
+        if job.exe is not None and argv is job.argv:
+            return job.exe
+        dirs = os.get_exec_path(job.env)
+        for d in dirs:
+            path = os.path.join(cwd, d or ".", cmd)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                if argv is job.argv and all(os.path.isabs(x) for x in dirs):
+                    job.exe = path
+                return path
+        return None
+
+    def _prepare(self, job: PreparedJob, task, piped: bool = False):
+        """In the loop: (a Launch for a launching thread, None), or (None, (exit code,
+        message)) if the task cannot start.  PIPED: its stdout and stderr are pipes."""
         job_id, _, task_id, instance, entry = task
         values = {"JOB_ID": job_id, "TASK_ID": task_id, "INSTANCE_ID": instance,
                   "SUBMIT_DIR": job.submit_dir,
                   "HASH": lambda: param_hash(job.kind, job.argv, task_id, entry)}
         cwd = fill_placeholders(job.cwd, values)
         values["CWD"] = cwd
-        if not os.path.isdir(cwd):  # before the output files: they must not create it
-            why = "not a directory" if os.path.exists(cwd) else "no such directory"
-            return None, (127, f"working directory {cwd}: {why}"), None
-        env = job.env.copy()
-        env["HPCQUEUE_TASK_ID"] = str(task_id)
-        env["HPCQUEUE_INSTANCE_ID"] = str(instance)
+        extra = {"HPCQUEUE_TASK_ID": str(task_id), "HPCQUEUE_INSTANCE_ID": str(instance)}
         if self.worker_id is not None:
-            env["HPCQUEUE_WORKER_ID"] = str(self.worker_id)
+            extra["HPCQUEUE_WORKER_ID"] = str(self.worker_id)
         if entry is not None and job.function is None:  # (a call's arguments: a file)
-            env["HPCQUEUE_ENTRY"] = entry
-        held = self.held.get((job_id, task[1]))
-        if held is not None:
-            set_task_env(env, held, self.gpu_vendor)
+            extra["HPCQUEUE_ENTRY"] = entry
         if job.shell and not job.argv:
             argv = ["/bin/sh", "-c", entry or ""]
         else:
             argv = job.argv
         key = (job_id, task[1])
+        if any("\0" in a for a in argv) or (entry and "\0" in entry):
+            return None, (126, "cannot start the task: its command or entry holds a NUL "
+                               "character")
         if job.function is not None:
             stdout = None
             if not piped and job.stdout not in (None, "none", "inherit"):
@@ -494,48 +675,120 @@ class Runner:
             except (OSError, ValueError) as e:
                 why = getattr(e, "strerror", None) or str(e)
                 return None, (126, f"cannot write the call's payload in {self.calls_dir}: "
-                                   f"{why}"), None
-        out = err = stdin = None
-        reads = None
+                                   f"{why}")
+        exe = None
+        if self.spawner is not None:
+            exe = self._executable(job, argv, cwd)
+            if exe is None:
+                self._not_started(key, None)
+                return None, (127, f"command not found: {argv[0]}")
+        pipes = None
         try:
             if job.task_dir:
-                env["HPCQUEUE_TASK_DIR"] = self._make_task_dir(key, job_id, task_id)
-            stdin = open(self._stdin_file(job), "rb") if job.stdin is not None \
-                else subprocess.DEVNULL
+                extra["HPCQUEUE_TASK_DIR"] = self._make_task_dir(key, job_id, task_id)
+            stdin = self._stdin_file(job) if job.stdin is not None else self.devnull
             if piped:
                 out_r, out = os.pipe()
                 try:
                     err_r, err = os.pipe()
                 except OSError:
                     os.close(out_r)
+                    os.close(out)
                     raise
-                reads = (out_r, err_r)
                 os.set_blocking(out_r, False)
                 os.set_blocking(err_r, False)
+                pipes = ((out_r, err_r), (out, err))
             else:
-                out = self._open(job.stdout, values, cwd)
-                err = self._open(job.stderr, values, cwd)
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin,
-                                    stdout=out, stderr=err, start_new_session=True)
-        except FileNotFoundError as e:
-            failure = (127, f"command not found: {argv[0]}")
-            if not os.path.isdir(cwd):
-                failure = (127, f"working directory not found: {cwd}")
-            elif e.filename and e.filename != argv[0]:
-                failure = (127, f"cannot open {e.filename}: no such directory")
-        except PermissionError as e:
-            failure = (126, f"permission denied: {e.filename or argv[0]}")
+                out = self._output(job.stdout, values, cwd)
+                err = self._output(job.stderr, values, cwd)
         except OSError as e:
-            failure = (126, f"cannot start {argv[0]!r}: {e.strerror}")
-        else:
-            oom.prefer_task(proc.pid)
-            return proc, None, reads
+            self._not_started(key, None)
+            return None, (126, f"cannot start {argv[0]!r}: {e.strerror}")
+        env = self._task_env(job, extra, self.held.get(key))
+        return Launch(key, argv, exe, env, cwd, stdin, out, err, pipes), None
+
+    def _open_output(self, path: str) -> int:
+        """In a launching thread: open an output file, making its folder the first time."""
+        parent = os.path.dirname(path)
+        if parent not in self._dirs:
+            with self._dirs_lock:  # the other thread may be making it for the same job
+                if parent not in self._dirs:
+                    os.makedirs(parent, exist_ok=True)
+                    self._dirs.add(parent)
+        try:
+            return os.open(path, OPEN_FLAGS, 0o666)
+        except FileNotFoundError:  # its folder was removed since: make it again
+            os.makedirs(parent, exist_ok=True)
+            return os.open(path, OPEN_FLAGS, 0o666)
+
+    def _launch(self, launch: Launch):
+        """In a launching thread: open the task's files, start it, list its group with the
+        reaper and raise its OOM score.  (process, None) or (None, (exit code, message))."""
+        argv, cwd = launch.argv, launch.cwd
+        opened = []
+        try:
+            if not os.path.isdir(cwd):  # before the output files: they must not create it
+                why = "not a directory" if os.path.exists(cwd) else "no such directory"
+                return None, (127, f"working directory {cwd}: {why}")
+            fds = []
+            for k, spec in enumerate((launch.stdin, launch.stdout, launch.stderr)):
+                if isinstance(spec, str):
+                    try:
+                        fd = os.open(spec, os.O_RDONLY | os.O_CLOEXEC) if k == 0 \
+                            else self._open_output(spec)
+                    except FileNotFoundError:
+                        return None, (127, f"cannot open {spec}: no such directory")
+                    except PermissionError:
+                        return None, (126, f"permission denied: {spec}")
+                    except OSError as e:
+                        return None, (126, f"cannot open {spec}: {e.strerror}")
+                    opened.append(fd)
+                    fds.append(fd)
+                else:
+                    fds.append(spec)
+            if self.spawner is not None:
+                proc = self._posix_spawn(launch, fds)
+            else:
+                proc = subprocess.Popen(argv, cwd=cwd, env=launch.env, stdin=fds[0],
+                                        stdout=fds[1], stderr=fds[2],
+                                        start_new_session=True)
+        except FileNotFoundError:
+            if not os.path.isdir(cwd):
+                return None, (127, f"working directory not found: {cwd}")
+            return None, (127, f"command not found: {argv[0]}")
+        except PermissionError:
+            return None, (126, f"permission denied: {argv[0]}")
+        except OSError as e:
+            return None, (126, f"cannot start {argv[0]!r}: {e.strerror}")
         finally:
-            for f in (out, err, stdin):
-                if isinstance(f, int) and f >= 0:
-                    os.close(f)  # a pipe's write end: the task has its own now
-                elif f is not None and f is not subprocess.DEVNULL:
-                    f.close()
+            for fd in opened:
+                os.close(fd)
+            if launch.pipes is not None:
+                for fd in launch.pipes[1]:
+                    os.close(fd)  # a pipe's write end: the task has its own now
+        if self.reaper is not None:
+            self.reaper.started(proc.pid)  # its process group: a session of its own
+        if self.oom_score is not None:
+            oom.prefer_task(proc.pid, self.oom_score)
+        return proc, None
+
+    def _posix_spawn(self, launch: Launch, fds: list) -> Child:
+        from hpcqueue.worker.spawn import SpawnError
+
+        try:
+            pid = self.spawner.spawn(os.fsencode(launch.exe),
+                                     [os.fsencode(a) for a in launch.argv], launch.env,
+                                     os.fsencode(launch.cwd), fds)
+        except SpawnError as e:
+            if e.errno == errno.ENOENT:
+                raise FileNotFoundError(e.errno, e.strerror) from None
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise PermissionError(e.errno, e.strerror) from None
+            raise
+        return Child(pid)
+
+    def _not_started(self, key, reads) -> None:
+        """Undo what was made for a task that did not start."""
         for fd in reads or ():
             os.close(fd)
         if key in self.task_dirs:
@@ -549,7 +802,6 @@ class Runner:
                     os.unlink(path)
                 except OSError:
                     pass
-        return None, failure, None
 
     # ------------------------------------------------------------- control
 
@@ -569,6 +821,8 @@ class Runner:
             if proc is not None:
                 self._signal(proc, signal.SIGTERM)
                 self.loop.call_later(KILL_GRACE, self._signal, proc, signal.SIGKILL)
+            elif key in self.starts:
+                self.cancelled.add(key)  # signalled once it has started
 
     def kill_all(self) -> None:
         self.queue.clear()
@@ -576,9 +830,19 @@ class Runner:
 
     def shutdown(self) -> None:
         self.kill_all()
+        if self.launcher is not None:
+            # tasks being started finish starting (their groups are listed with the
+            # reaper by then); those the loop has not taken are killed here
+            for _, proc, _ in self.launcher.shutdown():
+                if proc is not None:
+                    self._signal(proc, signal.SIGKILL)
+            self.launcher = None
         for proc in list(self.procs.values()):
             self._signal(proc, signal.SIGKILL)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.devnull >= 0:
+            os.close(self.devnull)
+            self.devnull = -1
         for pipes in self.pipes.values():
             for fd in pipes[:2]:
                 if fd >= 0:
