@@ -23,12 +23,13 @@ def run_tasks(defs: dict, tasks: list, *, spawner: bool = True, cancel=(), timeo
 
     async def main():
         loop = asyncio.get_running_loop()
-        rows = {}
+        rows, wanted = {}, {}
         done = asyncio.Event()
 
         def report(row):
             rows[row[1]] = row
-            if len(rows) == (rows_wanted or len(tasks)):
+            if len(rows) == (rows_wanted or len(tasks)) and not done.is_set():
+                wanted.update(rows)  # (the shutdown's kills report later rows: not these)
                 done.set()
 
         r = Runner(loop, 2, {}, report)
@@ -41,7 +42,7 @@ def run_tasks(defs: dict, tasks: list, *, spawner: bool = True, cancel=(), timeo
             await asyncio.wait_for(done.wait(), timeout)
         finally:
             r.shutdown()
-        return rows
+        return wanted
 
     return asyncio.run(main())
 

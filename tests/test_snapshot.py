@@ -81,9 +81,10 @@ def attributes(obj) -> list[str]:
     return list(vars(obj))
 
 
-#: attributes compared apart (derived indexes) or not at all (caches, bound methods)
+#: attributes compared apart (derived indexes) or not at all (caches, bound methods, and
+#: `ready_added`: a count the core reads to notice new work, not state a replay rebuilds)
 STATE_APART = {"jobs", "workers", "ready", "alloc", "_ready_order", "_handlers", "delayed",
-               "after"}
+               "after", "ready_added"}
 QUEUE_APART = {"allocations", "decisions"}  # decisions: not journaled
 BOOK_APART = {"queues", "by_id"}
 
