@@ -214,6 +214,20 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def require_tmux() -> str:
+    """tmux's path, for the tests that drive a screen in a real terminal; without it the
+    test is skipped, except in CI (CI=true), where that is a failure."""
+    import shutil
+
+    path = shutil.which("tmux")
+    if path is None:
+        if in_ci():
+            pytest.fail("tmux is not installed: CI must install it (apt-get install -y tmux)",
+                        pytrace=False)
+        pytest.skip("tmux is not installed (apt-get install -y tmux)")
+    return path
+
+
 def require(what: str, cmd: list[str], script: str) -> None:
     """Skip a test without its real peer; in CI (CI=true) that is a failure instead.
 

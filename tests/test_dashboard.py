@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 import uuid
 
 import pytest
-from conftest import in_ci, one_clear_line, wait_for
+from conftest import one_clear_line, require_tmux, wait_for
 
 from hpcqueue.access import connect
 from hpcqueue.dashboard.board import Board, bar, task_row
@@ -185,21 +184,11 @@ def test_dashboard_needs_a_terminal(cluster):
     one_clear_line(cluster.hq("dashboard", check=False), "needs a terminal", code=2)
 
 
-def _tmux() -> str:
-    path = shutil.which("tmux")
-    if path is None:
-        if in_ci():
-            pytest.fail("tmux is not installed: CI must install it (apt-get install -y tmux)",
-                        pytrace=False)
-        pytest.skip("tmux is not installed (apt-get install -y tmux)")
-    return path
-
-
 class Terminal:
     """A detached tmux session of a fixed size, on a tmux server of its own."""
 
     def __init__(self, width=120, height=40):
-        self.tmux = _tmux()
+        self.tmux = require_tmux()
         self.sock = f"hpcq-{uuid.uuid4().hex[:8]}"
         self.run("new-session", "-d", "-x", str(width), "-y", str(height), "-s", "d")
 

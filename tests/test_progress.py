@@ -6,13 +6,12 @@ from __future__ import annotations
 import io
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import uuid
 
 import pytest
-from conftest import in_ci, wait_for
+from conftest import require_tmux, wait_for
 
 from hpcqueue.progress import ProgressBar, Rate, shown_jobs
 
@@ -75,18 +74,8 @@ def test_plain_lines_through_a_pipe(cluster):
     assert "job 1 finished: 20 tasks" in p.stdout
 
 
-def _tmux() -> str:
-    path = shutil.which("tmux")
-    if path is None:
-        if in_ci():
-            pytest.fail("tmux is not installed: CI must install it (apt-get install -y tmux)",
-                        pytrace=False)
-        pytest.skip("tmux is not installed (apt-get install -y tmux)")
-    return path
-
-
 def test_live_progress_in_a_terminal(cluster):
-    tmux = _tmux()
+    tmux = require_tmux()
     sock = f"hpcq-{uuid.uuid4().hex[:8]}"  # a tmux server of its own
 
     def t(*args, **kw):
