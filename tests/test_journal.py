@@ -210,3 +210,14 @@ def test_version_1_is_refused_until_upgraded(tmp_path):
     backup, n = upgrade(path)
     assert n == len(EVENTS) and open(backup, "rb").read() == original
     assert list(read_events(path)) == EVENTS
+
+
+def test_an_event_of_a_newer_release_is_named_as_such(tmp_path):
+    path = tmp_path / "j"
+    write(path, EVENTS[:2] + [{"e": "teleport", "t": 2.0}])
+    with pytest.raises(JournalError, match="'teleport'.*does not know: a newer release"):
+        restore_file(path)
+    # and a server refuses to start on it with that line, not a traceback
+    p = hq("server", "start", "--journal", str(path), server_dir=tmp_path / "sd",
+           check=False, timeout=30)
+    assert p.returncode != 0 and "newer release" in p.stderr and "Traceback" not in p.stderr

@@ -162,6 +162,14 @@ def replay(events, path, state=None, where=None):
             apply(ev)
         except Exception as e:  # any failure here means the file is not ours
             at = f" (frame at byte {where()})" if where is not None else ""
+            kind = ev.get("e") if isinstance(ev, dict) else None
+            if isinstance(kind, str) and kind not in state._handlers:
+                from hpcqueue import __version__
+
+                raise JournalError(
+                    f"journal {path}: event {n}{at} is of a kind ({kind!r}) that hpcqueue "
+                    f"{__version__} does not know: a newer release wrote it; run that "
+                    "release on it") from None
             raise JournalError(
                 f"journal {path}: event {n}{at} ({ev.get('e')!r}) does not fit the state "
                 f"before it ({type(e).__name__}: {e}); `hpcqueue journal check {path}` "
