@@ -39,21 +39,26 @@ def task_line(line: str, shell: bool) -> bool:
     return bool(line.strip()) and not (shell and line.lstrip().startswith("#"))
 
 
+def _read_bytes(path: str, option: str, most: int = -1) -> bytes:
+    """The bytes of OPTION's file PATH (`-`: this process's stdin), MOST at most (-1: all);
+    UsageError naming the option and the file when it cannot be read."""
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read(most)
+        with open(path, "rb") as f:
+            return f.read(most)
+    except FileNotFoundError:
+        raise UsageError(f"{option}: no such file {path!r}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{option}: {path!r} is a directory, not a file") from None
+    except OSError as e:
+        raise UsageError(f"{option}: cannot read {path!r}: {e.strerror}") from None
+
+
 def read_lines(path: str) -> list[str]:
     """The non-blank lines of --each-line's file (`-`: stdin); UsageError naming the line
     that is not UTF-8 text or holds a NUL (a task's line cannot)."""
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
-    except FileNotFoundError:
-        raise UsageError(f"--each-line: no such file {path!r}") from None
-    except IsADirectoryError:
-        raise UsageError(f"--each-line: {path!r} is a directory, not a file") from None
-    except OSError as e:
-        raise UsageError(f"--each-line: cannot read {path!r}: {e.strerror}") from None
+    data = _read_bytes(path, "--each-line")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -268,18 +273,7 @@ MAX_STDIN = 16 << 20
 
 def read_stdin_option(path: str) -> bytes:
     """The bytes of `--stdin FILE` (`-`: this process's stdin, read once)."""
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_STDIN + 1)
-        else:
-            with open(path, "rb") as f:
-                data = f.read(MAX_STDIN + 1)
-    except FileNotFoundError:
-        raise UsageError(f"--stdin: no such file {path!r}") from None
-    except IsADirectoryError:
-        raise UsageError(f"--stdin: {path!r} is a directory, not a file") from None
-    except OSError as e:
-        raise UsageError(f"--stdin: cannot read {path!r}: {e.strerror}") from None
+    data = _read_bytes(path, "--stdin", MAX_STDIN + 1)
     if len(data) > MAX_STDIN:
         raise UsageError(f"--stdin {path!r} is over {MAX_STDIN >> 20} MiB: put it in a file "
                          "the tasks read (e.g. in a shared folder) instead")

@@ -49,14 +49,25 @@ def _ranges(text: str, what: str, hint: str, words: Sequence[str] = ()) -> tuple
         if hi > MAX_ID:
             raise UsageError(f"{part!r}: an id is at most {MAX_ID}")
         out.append((lo, hi))
-    out.sort()
+    return tuple(_merged(out)), found
+
+
+def _merged(pairs: list) -> list[tuple[int, int]]:
+    """The inclusive (lo, hi) PAIRS sorted, with those that overlap or touch joined."""
     merged: list[tuple[int, int]] = []
-    for lo, hi in out:
+    for lo, hi in sorted(pairs):
         if merged and lo <= merged[-1][1] + 1:
             merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
         else:
             merged.append((lo, hi))
-    return tuple(merged), found
+    return merged
+
+
+def in_spans(spans, x: int) -> bool:
+    """Whether X is in one of SPANS (sorted, disjoint inclusive (lo, hi) pairs): a bisect,
+    not a scan."""
+    k = bisect_right(spans, (x, float("inf"))) - 1
+    return k >= 0 and spans[k][0] <= x <= spans[k][1]
 
 
 def format_ranges(ranges) -> str:
@@ -158,11 +169,4 @@ def task_spans(selected, job_ranges) -> list[tuple[int, int]]:
             last = (b - start) // step
             if first <= last:
                 spans.append((base + first, base + last))
-    spans.sort()
-    merged: list[tuple[int, int]] = []
-    for lo, hi in spans:
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
-        else:
-            merged.append((lo, hi))
-    return merged
+    return _merged(spans)

@@ -90,15 +90,10 @@ def keeper(task: int | None, tasks: str | None, failed: Iterable[int] | None
     if task is not None:
         return (lambda t: t == task), (task, task)
     if tasks:
-        from bisect import bisect_right
+        from functools import partial
 
-        from hpcqueue.selectors import parse_tasks
+        from hpcqueue.selectors import in_spans, parse_tasks
 
         spans = parse_tasks(tasks)
-
-        def keep(t: int) -> bool:
-            k = bisect_right(spans, (t, float("inf"))) - 1
-            return k >= 0 and t <= spans[k][1]
-
-        return keep, (spans[0][0], spans[-1][1])
+        return partial(in_spans, spans), (spans[0][0], spans[-1][1])
     return (lambda t: True), None

@@ -25,7 +25,7 @@ from hpcqueue.model import (
     fill_placeholders,
     param_hash,
 )
-from hpcqueue.selectors import parse_jobs, parse_tasks, task_spans
+from hpcqueue.selectors import in_spans, parse_jobs, parse_tasks, task_spans
 from hpcqueue.server import explain
 from hpcqueue.server.core import Core
 from hpcqueue.server.results import PAGE_RESULTS, results_page
@@ -352,12 +352,6 @@ def failed(core: Core, req: dict) -> dict:
     return {"job": job.id, "failed": out}
 
 
-def _in_spans(spans: list, i: int) -> bool:
-    """Whether index I is in one of SPANS (sorted, disjoint (lo, hi) pairs)."""
-    k = bisect_right(spans, (i, float("inf"))) - 1
-    return k >= 0 and spans[k][0] <= i <= spans[k][1]
-
-
 @handler("cat")
 def cat(core: Core, req: dict) -> dict:
     """Where a job's tasks wrote a stream, for the client to read: the files of the tasks
@@ -377,7 +371,7 @@ def cat(core: Core, req: dict) -> dict:
     spec = job.spec
     if check_flag(req, "failed"):
         failed = job.indexes_in(STATE_CODES.index(TaskState.FAILED))
-        indexes = sorted(i for i in failed if _in_spans(spans, i))
+        indexes = sorted(i for i in failed if in_spans(spans, i))
         if spec.get("stream"):
             return {"job": job.id, "dir": os.path.join(spec["stream"], f"job-{job.id}"),
                     "failed": [job.ids.id_at(i) for i in indexes]}
