@@ -71,15 +71,16 @@ def _check_results(core: Core, rows) -> list:
     jobs = core.state.jobs
     if type(rows) is not list:
         raise ProtocolError("results must be a list")
-    if any(type(row) is list and row and forgotten(core, row[0]) for row in rows):
-        rows = [row for row in rows if not (type(row) is list and row
-                                             and forgotten(core, row[0]))]
+    dropped = False
     for row in rows:
         if type(row) is not list or len(row) != 7:
             raise ProtocolError("a result must have 7 fields")
         job_id, i, inst, code, t0, t1, msg = row
         # type() first: a list is unhashable, and a bool or a str does not compare as a number
         job = jobs.get(job_id) if type(job_id) is int else None
+        if job is None and forgotten(core, job_id):
+            dropped = True  # (looked at only for a job not held: off the common path)
+            continue
         if (job is None or type(i) is not int or not 0 <= i < job.n
                 or type(inst) is not int or type(code) is not int
                 or type(t0) not in _NUMBER or type(t1) not in _NUMBER
@@ -88,6 +89,8 @@ def _check_results(core: Core, rows) -> list:
             raise ProtocolError(f"malformed result {row!r:.200}")
         if not EXIT_MIN <= code <= EXIT_MAX:
             row[3] = EXIT_MAX if code > 0 else EXIT_MIN
+    if dropped:
+        rows = [row for row in rows if row[0] in jobs]
     return rows
 
 
